@@ -1,0 +1,383 @@
+"""Typed parameters: one dataclass per `params.yaml` section.
+
+`load_params("params.yaml")` returns a `Params` whose sections are frozen dataclasses. Every
+value is checked against its declared type and range; an unknown key, a wrong type or an
+out-of-range value raises `ParamsError` naming the file, the dotted key and what is accepted.
+
+Sections declare their fields with `param(default, ge=..., le=..., choices=..., help=...)`.
+The library's own functions keep the paper's defaults; `params.yaml` holds the small values of
+the embedded default, and named profiles (`profiles/<name>.yaml`) override it for paper-scale work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+__all__ = [
+    "ParamsError", "param", "load_params", "load_section", "parse_section", "Params",
+    "params_hash", "as_dict", "merge_overrides",
+]
+
+
+class ParamsError(ValueError):
+    """A params file holds a key or value that the typed sections do not accept."""
+
+
+def param(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+          le: float | None = None, lt: float | None = None, choices: typing.Sequence | None = None,
+          help: str = "") -> Any:
+    """A dataclass field with a validated range or set of accepted values."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": tuple(choices) if choices else None,
+            "help": help}
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda d=default: typing.cast(Any, type(d)(d)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation machinery
+# --------------------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"mapping of {_type_name(k)} to {_type_name(v)}"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return f"mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, file: str) -> Any:
+    """Return `value` converted to `tp`, or raise ParamsError naming `key` in `file`."""
+    def fail() -> typing.NoReturn:
+        raise ParamsError(f"{file}: {key} = {value!r} is not accepted: expected {_type_name(tp)}")
+
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, file)
+            except ParamsError as exc:
+                errors.append(exc)
+        fail()
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        fail()
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ParamsError(f"{file}: {key} = {value!r} is not accepted: expected "
+                                  f"{len(args)} values")
+            return tuple(_coerce(v, a, f"{key}[{i}]", file) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{key}[{i}]", file) for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            fail()
+        ktp, vtp = typing.get_args(tp)
+        return {_coerce(k, ktp, key, file): _coerce(v, vtp, f"{key}.{k}", file) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            fail()
+        return parse_section(tp, value, file=file, prefix=key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        fail()
+    if isinstance(value, tp):
+        return value
+    fail()
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], key: str, file: str) -> None:
+    if value is None:
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        choices = meta.get("choices")
+        if choices is not None and v not in choices:
+            raise ParamsError(f"{file}: {key} = {v!r} is not accepted: expected one of "
+                              f"{', '.join(map(repr, choices))}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        bounds = [("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+                  ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")]
+        for name, ok, sym in bounds:
+            bound = meta.get(name)
+            if bound is not None and not ok(v, bound):
+                raise ParamsError(f"{file}: {key} = {v!r} is out of range: expected a value {sym} {bound}")
+
+
+def parse_section(cls: type, data: Mapping[str, Any] | None, *, file: str = "params.yaml",
+                  prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, validating every key and value."""
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ParamsError(f"{file}: {prefix or 'top level'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ParamsError(f"{file}: unknown key {where}{unknown[0]}; accepted keys under "
+                          f"{prefix or 'the top level'}: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, f in known.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            value = _coerce(data[name], hints[name], key, file)
+            _check_range(value, f.metadata, key, file)
+            kwargs[name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ParamsError(f"{file}: missing required key {key} ({_type_name(hints[name])})")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ValueError as exc:
+            raise ParamsError(f"{file}: {prefix}: {exc}") from None
+    return obj
+
+
+def as_dict(obj: Any) -> Any:
+    """Plain nested dict/list form of a section (for logging and hashing)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [as_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: as_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def params_hash(obj: Any) -> str:
+    """Stable short hash of a section's values."""
+    blob = json.dumps(as_dict(obj), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------
+# Sections. Each stage owns one; field defaults here are the embedded default's values only
+# where the library's paper defaults would not fit a 2-core CPU run.
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DownloadParams:
+    datasets: list[str] = param(["synthetic"], help="data sets to fetch or generate (registry names)")
+    root: str = param("data/raw", help="where data sets land: <root>/<name>/")
+    mirror: str | None = param(None, help="local folder or base URL replacing the public hosts "
+                                          "(also SELFSUP_MIRROR)")
+    retries: int = param(5, ge=0, le=100)
+    timeout_s: float = param(60.0, gt=0)
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    train_videos: int = param(64, ge=1)
+    train_frames: int = param(48, ge=4)
+    train_size: int = param(128, ge=32, le=1024)
+    fps: int = param(24, ge=1, le=120)
+    objects_min: int = param(2, ge=1)
+    objects_max: int = param(4, ge=1)
+    davis_sequences: int = param(6, ge=1)
+    davis_frames: int = param(24, ge=3)
+    davis_height: int = param(240, ge=32)
+    davis_width: int = param(427, ge=32)
+    jhmdb_videos: int = param(6, ge=1)
+    jhmdb_frames: int = param(20, ge=3)
+    vip_videos: int = param(4, ge=1)
+    vip_frames: int = param(12, ge=2)
+    vip_height: int = param(240, ge=32)
+    vip_width: int = param(160, ge=32)
+    domain_train: int = param(200, ge=1, help="unpaired images per domain (trainA, trainB)")
+    domain_test: int = param(40, ge=1, help="test images per domain (testA, testB)")
+    domain_size: int = param(64, ge=16, le=1024)
+
+    def validate(self) -> None:
+        if self.objects_max < self.objects_min:
+            raise ValueError(f"objects_max ({self.objects_max}) < objects_min ({self.objects_min})")
+
+
+@dataclass(frozen=True)
+class ClipsParams:
+    videos: str = param("data/raw/synthetic/videos", help="folder of training videos (class sub-folders allowed)")
+    out: str = param("data/clips")
+    fps: float = param(8.0, gt=0, help="resampled frame rate")
+    short_side: int = param(128, ge=16, help="frames resized so that their short side is this")
+    clip_len: int = param(4, ge=2)
+    cache_frames: bool = param(True, help="write the uint8 frame cache that training reads")
+    extensions: list[str] = param([".mp4", ".avi", ".mkv", ".webm"])
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    out: str = param("models/crw")
+    steps: int = param(600, ge=1)
+    batch_size: int = param(8, ge=1)
+    clip_len: int = param(4, ge=3)
+    lr: float = param(3e-4, gt=0)
+    lr_milestones: list[float] = param([0.8], help="fractions of the total steps where lr *= lr_gamma")
+    lr_gamma: float = param(0.3, gt=0, le=1)
+    temperature: float = param(0.05, gt=0)
+    edge_dropout: float = param(0.1, ge=0, lt=1)
+    frame_size: int = param(128, ge=32)
+    patch_size: int = param(32, ge=8)
+    patch_stride: int = param(16, ge=1)
+    width: float = param(0.25, gt=0, le=4, help="encoder width multiplier (1.0 = ResNet-18)")
+    checkpoint_every: int = param(100, ge=1)
+    log_every: int = param(10, ge=1)
+    workers: int = param(0, ge=0)
+    device: str = param("auto", choices=["auto", "cpu", "cuda"])
+    bf16: bool = param(True, help="bf16 autocast for the encoder on GPU (the walk stays fp32)")
+    channels_last: bool = param(True)
+    distributed: bool = param(False, help="run under torchrun with DDP")
+
+
+@dataclass(frozen=True)
+class PropagateParams:
+    sets: list[str] = param(["davis", "jhmdb", "vip"], choices=["davis", "jhmdb", "vip"])
+    models: list[str] = param(["crw", "random", "pixels"])
+    out: str = param("outputs/propagate")
+    context: int = param(20, ge=0)
+    topk: int = param(10, ge=1)
+    radius: float = param(12.0, gt=0)
+    temperature: float = param(0.05, gt=0)
+    device: str = param("auto", choices=["auto", "cpu", "cuda"])
+
+
+@dataclass(frozen=True)
+class TranslateParams:
+    modes: list[str] = param(["cut", "fastcut"], choices=["cut", "fastcut", "sincut"])
+    data: str = param("data/raw/synthetic/unaligned")
+    out: str = param("models/cut")
+    results: str = param("outputs/translate")
+    image_size: int = param(64, ge=16)
+    ngf: int = param(16, ge=1)
+    ndf: int = param(16, ge=1)
+    n_blocks: int = param(9, ge=1)
+    num_patches: int = param(256, ge=1)
+    steps_constant: int = param(300, ge=0)
+    steps_decay: int = param(300, ge=0)
+    lr: float = param(2e-4, gt=0)
+    checkpoint_every: int = param(200, ge=1)
+    log_every: int = param(20, ge=1)
+    device: str = param("auto", choices=["auto", "cpu", "cuda"])
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    out: str = param("reports/metrics.json")
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    out: str = param("reports")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = param(0, ge=0, help="drives every random choice of every stage")
+    download: DownloadParams = param(DownloadParams())
+    synthetic: SyntheticParams = param(SyntheticParams())
+    clips: ClipsParams = param(ClipsParams())
+    pretrain: PretrainParams = param(PretrainParams())
+    propagate: PropagateParams = param(PropagateParams())
+    translate: TranslateParams = param(TranslateParams())
+    evaluate: EvaluateParams = param(EvaluateParams())
+    report: ReportParams = param(ReportParams())
+
+
+def merge_overrides(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
+    """Deep-merge `override` into `base` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge_overrides(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | Path | None = None) -> Params:
+    """Load and validate a params file, optionally overridden by a profile file."""
+    path = Path(path)
+    data = _read_yaml(path)
+    file = str(path)
+    if profile is not None:
+        ppath = Path(profile)
+        data = merge_overrides(data, _read_yaml(ppath))
+        file = f"{path} + {ppath}"
+    return parse_section(Params, data, file=file)
+
+
+def load_section(name: str, path: str | Path = "params.yaml") -> Any:
+    """Load one section (and validate the whole file, so errors elsewhere are not hidden)."""
+    params = load_params(path)
+    if not hasattr(params, name):
+        raise ParamsError(f"{path}: no section {name!r}")
+    return getattr(params, name)
