@@ -257,7 +257,12 @@ class ClipsParams:
     short_side: int = param(128, ge=16, help="frames resized so that their short side is this")
     clip_len: int = param(4, ge=2)
     cache_frames: bool = param(True, help="write the uint8 frame cache that training reads")
-    extensions: list[str] = param([".mp4", ".avi", ".mkv", ".webm"])
+    extensions: list[str] = param([".mp4", ".avi", ".mkv", ".webm"],
+                                  help="video file endings to scan for (case-insensitive)")
+
+    def validate(self) -> None:
+        if not self.extensions:
+            raise ValueError("extensions is empty: no video would be found")
 
 
 @dataclass(frozen=True)
