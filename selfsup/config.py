@@ -218,35 +218,56 @@ class DownloadParams:
     root: str = param("data/raw", help="where data sets land: <root>/<name>/")
     mirror: str | None = param(None, help="local folder or base URL replacing the public hosts "
                                           "(also SELFSUP_MIRROR)")
-    retries: int = param(5, ge=0, le=100)
-    timeout_s: float = param(60.0, gt=0)
+    retries: int = param(5, ge=0, le=100, help="retries per file after a network error or a 5xx answer")
+    timeout_s: float = param(60.0, gt=0, help="socket timeout per request")
+    backoff_s: float = param(1.0, ge=0, help="first retry delay; doubles on every retry (at most 60 s)")
+    cache: str = param("data/downloads", help="archives and partial downloads (kept outside the stage's "
+                                              "output, which DVC clears before a run)")
+    lock: str = param("registry.lock.json", help="SHA-256 of every file at its first download, checked later")
+    keep_archives: bool = param(True, help="keep verified archives in the cache (re-extraction needs no download)")
 
 
 @dataclass(frozen=True)
 class SyntheticParams:
-    train_videos: int = param(64, ge=1)
-    train_frames: int = param(48, ge=4)
-    train_size: int = param(128, ge=32, le=1024)
+    """The embedded synthetic world (`selfsup.data.synthetic.generate`); every size is a param."""
+    train_videos: int = param(64, ge=1, help="training videos (class folders by motion type)")
+    train_frames: int = param(48, ge=2)
+    train_size: int = param(128, ge=32, le=1024, help="training video side (square, even for H.264)")
     fps: int = param(24, ge=1, le=120)
-    objects_min: int = param(2, ge=1)
-    objects_max: int = param(4, ge=1)
+    objects_min: int = param(2, ge=1, le=20, help="textured objects per training video / DAVIS sequence")
+    objects_max: int = param(4, ge=1, le=20)
     davis_sequences: int = param(6, ge=1)
     davis_frames: int = param(24, ge=3)
     davis_height: int = param(240, ge=32)
     davis_width: int = param(427, ge=32)
     jhmdb_videos: int = param(6, ge=1)
-    jhmdb_frames: int = param(20, ge=3)
+    jhmdb_frames: int = param(20, ge=2)
+    jhmdb_height: int = param(240, ge=64, help="the real JHMDB is 320x240")
+    jhmdb_width: int = param(320, ge=48)
     vip_videos: int = param(4, ge=1)
     vip_frames: int = param(12, ge=2)
-    vip_height: int = param(240, ge=32)
-    vip_width: int = param(160, ge=32)
+    vip_height: int = param(240, ge=64)
+    vip_width: int = param(160, ge=48)
     domain_train: int = param(200, ge=1, help="unpaired images per domain (trainA, trainB)")
     domain_test: int = param(40, ge=1, help="test images per domain (testA, testB)")
     domain_size: int = param(64, ge=16, le=1024)
+    domain_shapes_max: int = param(3, ge=1, le=8, help="shapes per unpaired image (1..this)")
+    pan_speed: float = param(0.6, ge=0, le=8, help="background pan, pixels per frame at 128 px")
+    lighting: float = param(0.08, ge=0, le=0.5, help="amplitude of the slow brightness change")
+    photo_fraction: float = param(0.4, ge=0, le=1, help="share of textures cut from skimage photographs")
+    jpeg_quality: int = param(90, ge=1, le=100)
+    video_crf: int = param(18, ge=0, le=51, help="H.264 constant rate factor of the training videos")
 
     def validate(self) -> None:
         if self.objects_max < self.objects_min:
             raise ValueError(f"objects_max ({self.objects_max}) < objects_min ({self.objects_min})")
+        if self.train_size % 2:
+            raise ValueError(f"train_size = {self.train_size} must be even (H.264 stores 4:2:0 colour)")
+        for name in ("jhmdb", "vip"):
+            h, w = getattr(self, f"{name}_height"), getattr(self, f"{name}_width")
+            if h < 64 or w < 48:
+                raise ValueError(f"{name}_height x {name}_width = {h}x{w} is too small for the "
+                                 f"articulated figures: need at least 64x48")
 
 
 @dataclass(frozen=True)
