@@ -805,9 +805,12 @@ def synthetic_is_current(folder: Path, synthetic_params: Any, seed: int) -> bool
     return isinstance(data, dict) and data.get("seed") == seed and data.get("params") == as_dict(synthetic_params)
 
 
-def generate_synthetic(root: str | os.PathLike, synthetic_params: Any, seed: int, force: bool = False) -> Result:
-    """Generate the synthetic world into `<root>/synthetic/` through a temporary folder, so that an
-    interrupted run never leaves half a world; skipped when the world there is already current."""
+def generate_synthetic(root: str | os.PathLike, synthetic_params: Any, seed: int, force: bool = False,
+                       progress: bool | None = None) -> Result:
+    """Generate the synthetic world into `<root>/synthetic/`; skipped when the world there is current.
+
+    The generator writes into a temporary folder (`selfsup.io.atomic_dir`) that replaces the target
+    only when complete, so an interrupted run never leaves half a world."""
     from selfsup.data import synthetic
 
     target = Path(root) / "synthetic"
@@ -816,8 +819,7 @@ def generate_synthetic(root: str | os.PathLike, synthetic_params: Any, seed: int
         files, size = folder_stats(target)
         log.info("synthetic: %s is current (%d files)", target, files)
         return Result("synthetic", target, "present", files, size, time.perf_counter() - t0, "present")
-    with atomic_dir(target) as tmp:
-        details = synthetic.generate(tmp, synthetic_params, seed)
+    details = synthetic.generate(target, synthetic_params, seed, progress=progress is not False)
     files, size = folder_stats(target)
     log.info("synthetic: generated %d files (%d bytes) in %s", files, size, target)
     return Result("synthetic", target, "generated", files, size, time.perf_counter() - t0, "generated",
