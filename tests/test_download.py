@@ -10,6 +10,7 @@ import shutil
 import stat
 import tarfile
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,7 @@ class _State:
         self.cut: dict[str, list[int]] = {}        # path -> bytes to send on the next GETs, then drop
         self.ignore_range: set[str] = set()
         self.fail: dict[str, list[int]] = {}       # path -> statuses for the next GETs
+        self.stall: dict[str, list[float]] = {}    # path -> seconds to wait before answering
         self.lock = threading.Lock()
 
 
@@ -48,10 +50,15 @@ class _Handler(BaseHTTPRequestHandler):
             st.requests.append(rec)
             failure = st.fail[path].pop(0) if st.fail.get(path) else None
             limit = st.cut[path].pop(0) if st.cut.get(path) else None
+            stall = st.stall[path].pop(0) if st.stall.get(path) else 0.0
+        if stall:
+            time.sleep(stall)
         if failure is not None:
             rec["status"] = failure
             self.send_response(failure)
             self.send_header("Content-Length", "0")
+            if failure == 429:
+                self.send_header("Retry-After", "0.25")
             self.end_headers()
             return
         data = st.files.get(path)
@@ -347,6 +354,35 @@ def test_retries_with_exponential_backoff_recover_from_503(server, dirs, sleeps)
     dl.fetch(toy_entry([server.url("/toy.zip")]), root, opts)
     assert [r["status"] for r in server.requests] == [503, 503, 200]
     assert sleeps == [0.5, 1.0]
+
+
+def test_retry_after_is_honoured(server, dirs, sleeps):
+    root, opts = dirs
+    server.files["/toy.zip"] = make_zip(TOY_FILES)
+    server.fail["/toy.zip"] = [429]
+    dl.fetch(toy_entry([server.url("/toy.zip")]), root, opts)
+    assert sleeps == [0.25]  # the server's Retry-After, longer than the first backoff
+
+
+def test_a_stalled_server_times_out_and_is_retried(server, dirs, sleeps):
+    root, opts = dirs
+    server.files["/toy.zip"] = make_zip(TOY_FILES)
+    server.stall["/toy.zip"] = [1.0]
+    opts.timeout_s = 0.2
+    res = dl.fetch(toy_entry([server.url("/toy.zip")]), root, opts)
+    assert res.status == "downloaded" and len(server.requests) == 2 and len(sleeps) == 1
+
+
+def test_complete_partial_file_is_not_fetched_again(server, dirs):
+    root, opts = dirs
+    archive = make_zip(TOY_FILES)
+    server.files["/toy.zip"] = archive
+    part = Path(opts.cache) / "toy" / "toy.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(archive)  # a run that was stopped between the last byte and the rename
+    dl.fetch(toy_entry([server.url("/toy.zip")]), root, opts)
+    assert [(r["range"], r["status"], r["sent"]) for r in server.requests] == [(f"bytes={len(archive)}-", 416, 0)]
+    assert (root / "toy/data/0.bin").read_bytes() == TOY_FILES["toy/data/0.bin"]
 
 
 def test_gives_up_after_the_retries_and_names_the_error(server, dirs, sleeps):
