@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import stat
@@ -591,6 +590,15 @@ def test_mirror_base_url_replaces_the_host(server, dirs):
     assert [r["path"] for r in server.requests] == ["/mirror/datasets/toy.zip"]
     assert res.source == server.url("/mirror/datasets/toy.zip")
     assert dl.resolve_mirror("http://m/base/", "https://host/a/b.zip?dl=1") == "http://m/base/a/b.zip?dl=1"
+
+
+def test_mirror_file_url(dirs, tmp_path):
+    root, opts = dirs
+    (tmp_path / "m/datasets").mkdir(parents=True)
+    (tmp_path / "m/datasets/toy.zip").write_bytes(make_zip(TOY_FILES))
+    opts.mirror = (tmp_path / "m").as_uri()
+    res = dl.fetch(toy_entry([UNREACHABLE]), root, opts)
+    assert res.source == (tmp_path / "m/datasets/toy.zip").as_uri() and (root / "toy/README.txt").exists()
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import stat
 import tarfile
 import time
@@ -235,7 +234,7 @@ def resolve_mirror(mirror: str, url: str) -> str:
     return f"{base}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
-def _sources(entry: Dataset, rf: RemoteFile, mirror: str | None, cache_dir: Path) -> list[str]:
+def _sources(entry: Dataset, rf: RemoteFile, mirror: str | None) -> list[str]:
     """Where `rf` may come from, in order: local paths (already-downloaded or mirrored) or URLs."""
     if mirror and not _is_url(mirror):
         folder = Path(mirror).expanduser()
@@ -451,26 +450,19 @@ def fetch_file(entry: Dataset, rf: RemoteFile, cache_dir: Path, opts: Options,
     if opts.force:
         final.unlink(missing_ok=True)
 
-    sources = _sources(entry, rf, mirror, cache_dir)
+    sources = _sources(entry, rf, mirror)
     if not sources:
         raise ManualDownloadRequired(f"{entry.name}: {rf.filename} has no download location")
     errors: list[str] = []
+    desc = f"{entry.name}/{rf.filename}"
     for source in sources:
-        desc = f"{entry.name}/{rf.filename}"
-        if not _is_url(source):
-            src = Path(source)
-            if not src.is_file():
-                errors.append(f"{src}: not found")
-                continue
-            log.info("%s: copying %s", desc, src)
-            n = _copy_local(src, part, opts, desc)
-            os.replace(part, final)
-            result = FileResult(rf.filename, final, n, "", source=str(src), fetched_bytes=n)
         try:
-            if _is_url(source):
-                result = _fetch_url(entry, rf, source, part, final, opts, desc, errors)
-                if result is None:
-                    continue
+            if _is_url(source) and not source.startswith("file:"):
+                result = _fetch_url(rf, source, part, final, opts, desc, errors)
+            else:
+                result = _copy_from(source, rf, part, final, opts, desc, errors)
+            if result is None:
+                continue
             result.sha256 = verify_file(final, entry, rf, lock, source)
         except ChecksumError:
             # a wrong file is never kept, not even to resume from
@@ -485,16 +477,23 @@ def fetch_file(entry: Dataset, rf: RemoteFile, cache_dir: Path, opts: Options,
     raise DownloadError(f"{entry.name}: could not fetch {rf.filename} from {where}:\n  " + "\n  ".join(errors))
 
 
-def _fetch_url(entry: Dataset, rf: RemoteFile, url: str, part: Path, final: Path, opts: Options,
-               desc: str, errors: list[str]) -> FileResult | None:
-    if url.startswith("file:"):
-        src = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
-        if not src.is_file():
-            errors.append(f"{url}: not found")
-            return None
-        n = _copy_local(src, part, opts, desc)
-        os.replace(part, final)
-        return FileResult(rf.filename, final, n, "", source=url, fetched_bytes=n, requests=1)
+def _copy_from(source: str, rf: RemoteFile, part: Path, final: Path, opts: Options, desc: str,
+               errors: list[str]) -> FileResult | None:
+    """A local file (mirror folder or file: URL) copied into the cache."""
+    src = Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path)) if source.startswith("file:") \
+        else Path(source)
+    if not src.is_file():
+        errors.append(f"{source}: not found")
+        return None
+    log.info("%s: copying %s", desc, src)
+    n = _copy_local(src, part, opts, desc)
+    os.replace(part, final)
+    return FileResult(rf.filename, final, n, "", source=source, fetched_bytes=n)
+
+
+def _fetch_url(rf: RemoteFile, url: str, part: Path, final: Path, opts: Options, desc: str,
+               errors: list[str]) -> FileResult | None:
+    """An HTTP(S) download with resume and retries; None (and a line in `errors`) if it failed."""
     transfer = _Transfer(url, part, opts, rf.size, desc)
     attempt = 0
     while True:
@@ -505,8 +504,9 @@ def _fetch_url(entry: Dataset, rf: RemoteFile, url: str, part: Path, final: Path
             break
         except _Retryable as exc:
             if attempt >= opts.retries:
-                errors.append(f"{exc} (gave up after {attempt + 1} attempts; the partial file "
-                              f"{part} is kept to resume from)")
+                kept = (f"; the partial file {part} is kept to resume from"
+                        if part.exists() and part.stat().st_size else "")
+                errors.append(f"{exc} (gave up after {attempt + 1} attempts{kept})")
                 return None
             delay = min(opts.max_backoff_s, opts.backoff_s * (2 ** attempt))
             if exc.retry_after is not None:
@@ -787,7 +787,7 @@ def _manual_archives_available(entry: Dataset, cache_dir: Path, opts: Options) -
     for rf in entry.files:
         candidates = [cache_dir / entry.name / rf.filename]
         if mirror and not _is_url(mirror):
-            candidates += [Path(p) for p in _sources(entry, rf, mirror, cache_dir)]
+            candidates += [Path(p) for p in _sources(entry, rf, mirror)]
         if not any(p.is_file() for p in candidates):
             return False
     return True

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from selfsup.config import Params, load_params
 from selfsup.data import registry
-from selfsup.data.download import (DownloadError, Options, fetch, folder_stats, generate_synthetic)
+from selfsup.data.download import DownloadError, Options, fetch, folder_stats, generate_synthetic
 
 log = logging.getLogger(__name__)
 
