@@ -48,7 +48,7 @@ def _limb_direction(side: float, abduction, flexion) -> np.ndarray:
 
 @dataclass
 class Action:
-    """Angles (radians) of one action; `pose(t)` turns them into per-frame joint angles."""
+    """One action's rhythm; `angles(t)` gives the per-frame joint angles (radians)."""
     name: str
     period: float          # frames per cycle
     phase: float
@@ -255,7 +255,7 @@ def draw_part(canvas: np.ndarray, labels: np.ndarray, part: Part, offset: tuple[
     labels[y0:y1, x0:x1][inside] = label
 
 
-def draw_head(canvas, labels, centre, up, radius, yaw, look: Look, depth_offset) -> None:
+def draw_head(canvas, labels, centre, up, radius, yaw, look: Look, offset) -> None:
     """Head disc: face below the hair line, hair above it (and at the back of the head when turned)."""
     h, w = canvas.shape[:2]
     x0, x1, y0, y1 = _bbox(centre[None], radius * 1.25 + 1, h, w)
@@ -267,7 +267,7 @@ def draw_head(canvas, labels, centre, up, radius, yaw, look: Look, depth_offset)
     across = -rx * up[1] + ry * up[0]      # towards the image right for an upright head
     inside = rx * rx + ry * ry <= radius * radius
     size = look.skin.shape[0]
-    oy, ox = depth_offset
+    oy, ox = offset
     colour = sample_bilinear(look.skin, np.mod(along + oy, size - 1), np.mod(across + ox, size - 1))
     label = np.full(along.shape, C["face"], np.uint8)
     back = -np.sign(np.sin(yaw)) * across > radius * (1.05 - 0.7 * abs(np.sin(yaw)))
