@@ -13,6 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 __all__ = ["atomic_path", "atomic_dir", "write_bytes", "write_text", "write_json", "read_json",
            "torch_save", "sha256_file"]
 
@@ -25,6 +31,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes files private; keep normal permissions
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -39,6 +46,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes folders private; keep normal permissions
     try:
         yield tmp
         if target.exists():
