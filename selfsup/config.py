@@ -348,7 +348,9 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class ReportParams:
-    out: str = param("reports")
+    out: str = param("reports", help="report folder: index.md/.html, tables/, curves/")
+    mlflow_url: str = param("http://127.0.0.1:5001", help="MLflow UI that run links point to "
+                                                          "(`make ui` serves it)")
 
 
 @dataclass(frozen=True)
