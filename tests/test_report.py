@@ -1,0 +1,120 @@
+"""The report stage: every number and picture on one page, whatever subset of results exists."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from stages import report
+
+
+def _write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+
+
+@pytest.fixture()
+def partial_reports(tmp_path) -> Path:
+    """DAVIS and translation metrics, clips, a training curve and a figure; no download, JHMDB, VIP."""
+    out = tmp_path / "reports"
+    _write(out / "metrics.json", {
+        "propagation": {"davis": {"crw": {"J&F-Mean": 0.4321, "J-Mean": 0.41, "F-Mean": 0.4542},
+                                  "random": {"J&F-Mean": 0.1234}}},
+        "translate": {"cut": {"structure_iou": 0.75, "appearance_acc": 0.9}, "identity": {"structure_iou": 1.0}},
+    })
+    _write(out / "clips.json", {"videos": 12, "clips": 340, "skipped": [{"video": "bad.mp4", "reason": "unreadable"}]})
+    _write(out / "plots" / "pretrain.csv", "step,loss,accuracy,lr\n0,3.8,0.05,0.0003\n10,3.0,0.2,0.0003\n"
+                                          "20,2.6,0.4,0.00009\n")
+    (out / "figures" / "propagate" / "davis").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(out / "figures" / "propagate" / "davis" / "seq-a.png")
+    (out / "figures" / "extra").mkdir(parents=True)
+    Image.new("RGB", (20, 20), (0, 0, 200)).save(out / "figures" / "extra" / "grid.png")
+    return out
+
+
+def test_report_shows_every_number_and_picture(partial_reports):
+    out = partial_reports
+    runs = {"evaluate": "e" * 32, "evaluate.parent": "p" * 32, "pretrain": "c" * 32}
+    written = report.write_report(out, out / "metrics.json", "http://127.0.0.1:5001", ["synthetic"], runs)
+    md = (out / "index.md").read_text()
+    html = (out / "index.html").read_text()
+    assert out / "index.md" in written and out / "index.html" in written
+
+    # numbers
+    assert "| crw | 0.4321 | 0.41 | 0.4542 |" in md
+    assert "| random | 0.1234 | – | – |" in md
+    assert "| cut | 0.75 | 0.9 |" in md
+    assert "| videos | 12 |" in md and "| skipped | 1 items |" in md
+    # sections that did not run
+    sections = re.split(r"\n#+ ", md)
+    for title in ("Data sets (download)", "JHMDB keypoints (PCK, %)", "VIP parts (mIoU, %)"):
+        body = next(s for s in sections if s.startswith(title))
+        assert "not run" in body, title
+    # pictures, relative so the folder can be moved or opened offline
+    assert "![figures/propagate/davis/seq-a.png](figures/propagate/davis/seq-a.png)" in md
+    assert "(figures/extra/grid.png)" in md
+    assert "(curves/pretrain.png)" in md
+    with Image.open(out / "curves" / "pretrain.png") as curve:
+        assert curve.format == "PNG" and curve.width > 200
+    # run links
+    assert "[" + "c" * 32 + "](http://127.0.0.1:5001/#/runs/" + "c" * 32 + ")" in md
+    assert "| download | not tracked |" in md
+    # html: no scripts, no remote assets, every image local
+    assert "<script" not in html.lower()
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert "figures/propagate/davis/seq-a.png" in sources and "curves/pretrain.png" in sources
+    assert all((out / src).is_file() for src in sources)
+    assert not re.search(r'(src|href)="(https?:)?//(?!127\.0\.0\.1)', html)
+    # the synthetic-counterpart tables
+    davis = (out / "tables" / "crw-davis.md").read_text()
+    assert "| ours: crw | 43.2 | 41.0 |" in davis and "67.6" in davis and "Synthetic counterpart" in davis
+    assert "[evaluate `eeeeeeee`]" in davis and "[pipeline `pppppppp`]" in davis
+    assert "ours: not run (no jhmdb results)" in (out / "tables" / "crw-jhmdb.md").read_text()
+    assert "(tables/crw-davis.md)" in md
+
+
+def test_report_with_nothing_run(tmp_path):
+    out = tmp_path / "reports"
+    report.write_report(out, out / "metrics.json", "http://x", ["synthetic"], {})
+    md = (out / "index.md").read_text()
+    assert md.count("not run") >= 7
+    assert "ours: not run" in (out / "tables" / "cut-cityscapes.md").read_text()
+
+
+def test_report_labels_paper_scale_runs(partial_reports):
+    out = partial_reports
+    report.write_report(out, out / "metrics.json", "http://x", ["kinetics400", "davis"], {})
+    assert "Paper scale" in (out / "tables" / "crw-davis.md").read_text()
+    assert "Synthetic counterpart" in (out / "tables" / "crw-vip.md").read_text()
+
+
+def test_report_stage_links_the_runs_of_its_pipeline(partial_reports, tmp_path, monkeypatch):
+    """As a stage: its own MLflow run, and the evaluate run of the same pipeline run in the tables."""
+    import os
+
+    from pipeline.project import tracking_env
+    from pipeline.runs import ParentRun, client
+    from stages.tracking import stage_run
+
+    env = tracking_env(tmp_path)
+    parent = ParentRun("pipeline test", env)
+    monkeypatch.setenv("SELFSUP_PARENT_RUN_ID", parent.run_id)
+    with stage_run("evaluate", {"out": "reports/metrics.json"}) as evaluate:
+        pass
+    parent.finish(True)
+    project = tmp_path
+    (project / "params.yaml").write_text("evaluate:\n  out: reports/metrics.json\nreport:\n  out: reports\n"
+                                         "  mlflow_url: http://127.0.0.1:5001\n")
+    monkeypatch.chdir(project)
+    report.main()
+    davis = (partial_reports / "tables" / "crw-davis.md").read_text()
+    assert f"#/runs/{evaluate.run_id}" in davis and f"#/runs/{parent.run_id}" in davis
+    runs = client().search_runs([parent.experiment_id],
+                                f"tags.mlflow.parentRunId = '{parent.run_id}' and tags.`selfsup.stage` = 'report'")
+    assert len(runs) == 1
+    artifacts = {a.path for a in client().list_artifacts(runs[0].info.run_id, "report")}
+    assert "report/index.html" in artifacts
+    assert os.environ["SELFSUP_PARENT_RUN_ID"] == parent.run_id
