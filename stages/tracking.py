@@ -112,7 +112,18 @@ class StageRun:
         """Register a logged artifact as a new version of model `name`; returns the version."""
         if not self.enabled:
             return None
-        mv = self._mlflow.register_model(f"runs:/{self.run_id}/{artifact_path}", name)
+        # MLflow 3's `register_model("runs:/...")` only accepts MLmodel folders or logged models;
+        # a checkpoint folder is registered from its artifact location instead.
+        from mlflow.exceptions import MlflowException
+
+        client = self._mlflow.MlflowClient()
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        source = f"{client.get_run(self.run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+        mv = client.create_model_version(name, source=source, run_id=self.run_id)
         return str(mv.version)
 
 
