@@ -1,0 +1,632 @@
+"""Label propagation from the first frame (CRW protocol, spec crw.md §5): masks, keypoints, parts.
+
+For target frame t the context is the first frame ("long memory", every node a candidate) plus the
+previous L frames, where the L slots before the video starts are copies of frame 0 (the padded
+sequence of the official code). For the L short-term frames only keys closer than `radius` grid
+cells (‖Δ‖ < R) are candidates. Affinities are dot products of L2-normalised features; the top-k
+candidates over all (frame, node) pairs jointly are softmax-weighted (temperature τ) and their soft
+labels averaged. The result is fed back as the soft label of frame t.
+
+How it runs (same labels as the dense all-pairs computation, far less work):
+- only in-radius keys are scored: the query grid is cut into tiles, each tile's neighbourhood
+  window is correlated with one batched matrix product and the disc of offsets gathered from it;
+- top-k is taken per context frame first, then over the (1 + L)·k survivors (the same set);
+- the memory is a ring buffer of L feature maps and labels on the device, plus frame 0; frame 0 is
+  encoded once, its L padded copies reuse its scores yet still fill separate top-k slots, as in the
+  official code (a frame-0 node may be selected several times).
+
+A feature extractor is any callable: normalised frames N×3×H×W → N×C×h×w. `build_extractor` makes
+the CRW checkpoint, random-init, raw-pixel and ImageNet ResNet-18 ones.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "PropagationConfig", "LabelPropagator", "LocalWindow", "propagate_features",
+    "PROTOCOLS", "protocol", "FeatureExtractor", "build_extractor", "PixelFeatures",
+    "load_frames", "encode_frames", "mask_labels", "labels_to_ids", "joint_heatmaps", "decode_joints",
+    "resize_label_map", "propagate_davis", "propagate_jhmdb", "propagate_vip", "resolve_device",
+    "IMAGENET_MEAN", "IMAGENET_STD",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ============================================================================================
+# Configuration
+# ============================================================================================
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """The propagation protocol. Defaults: the official DAVIS settings."""
+
+    context: int = 20                 # L: short-term frames before the target
+    topk: int = 10
+    radius: float = 12.0              # grid cells; keys with distance >= radius are not candidates
+    temperature: float = 0.05
+    pad_context_with_first_frame: bool = True    # L copies of frame 0 before the video
+    radius_on_first_frame: bool = False          # the long-memory frame is dense by default
+    soft_recurrence: bool = True                 # False: feed back one-hot argmax labels
+    tile: int = 8                                # query tile side of the local correlation
+    chunk_elements: int | None = None            # bound on one score block; None: 2^22 CPU, 2^27 GPU
+
+    def __post_init__(self) -> None:
+        if self.context < 0:
+            raise ValueError(f"context must be >= 0, got {self.context}")
+        if self.topk < 1:
+            raise ValueError(f"topk must be >= 1, got {self.topk}")
+        if not self.radius > 0:
+            raise ValueError(f"radius must be > 0, got {self.radius}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.chunk_elements is not None and self.chunk_elements < 1:
+            raise ValueError(f"chunk_elements must be >= 1, got {self.chunk_elements}")
+        if self.tile < 1:
+            raise ValueError(f"tile must be >= 1, got {self.tile}")
+
+
+# Per data set protocol (crw.md §5): context, input size (crop_size; -1 = native size).
+PROTOCOLS = {
+    "davis": {"context": 20, "crop_size": -1},
+    "jhmdb": {"context": 7, "crop_size": 320},
+    "vip": {"context": 4, "crop_size": 560},
+}
+
+
+def protocol(set_name: str, **overrides) -> PropagationConfig:
+    """The official config of one data set, with `overrides` (None values are ignored)."""
+    if set_name not in PROTOCOLS:
+        raise ValueError(f"unknown data set {set_name!r}; expected one of {', '.join(PROTOCOLS)}")
+    cfg = PropagationConfig(context=PROTOCOLS[set_name]["context"])
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    return device
+
+
+# ============================================================================================
+# Local-window correlation
+# ============================================================================================
+
+class LocalWindow:
+    """Scores of every query against the keys within `radius` of its own grid position.
+
+    The query grid, padded to a multiple of `tile`, is cut into tile×tile blocks. A block's keys all
+    lie in a (tile + 2m)² window around it (m = largest offset): one batched matrix product scores
+    the block against its window, keys outside the disc ‖Δ‖ < radius or outside the image are masked
+    to −inf, and top-k is taken right there, so no h·w × (2m+1)² score map is ever kept.
+    """
+
+    def __init__(self, height: int, width: int, radius: float, tile: int, device: torch.device):
+        self.h, self.w, self.tile = height, width, tile
+        m = max(0, math.ceil(radius) - 1)
+        while math.sqrt(m * m) >= radius and m > 0:   # largest |offset| with distance < radius
+            m -= 1
+        self.m = m
+        self.n_offsets = sum(1 for dy in range(-m, m + 1) for dx in range(-m, m + 1)
+                             if math.sqrt(dy * dy + dx * dx) < radius)
+        win = self.window = tile + 2 * m
+        self.nty, self.ntx = -(-height // tile), -(-width // tile)
+        self.ph, self.pw = self.nty * tile, self.ntx * tile
+        ar = torch.arange
+        # query (a_y, a_x) of tile (t_y, t_x) against window cell (w_y, w_x): key offset w - m - a
+        a = ar(tile, device=device)
+        wv = ar(win, device=device)
+        dy = wv.view(1, -1) - m - a.view(-1, 1)                          # tile × win  (a_y, w_y)
+        dist2 = (dy.view(tile, 1, win, 1) ** 2 + dy.view(1, tile, 1, win) ** 2).double()
+        in_disc = dist2.sqrt() < radius                                  # a_y, a_x, w_y, w_x
+        ky = ar(self.nty, device=device).view(-1, 1) * tile - m + wv     # nty × win (key rows)
+        kx = ar(self.ntx, device=device).view(-1, 1) * tile - m + wv     # ntx × win (key cols)
+        row_ok = (ky >= 0) & (ky < height)
+        col_ok = (kx >= 0) & (kx < width)
+        inside = row_ok.view(self.nty, 1, win, 1) & col_ok.view(1, self.ntx, 1, win)   # tiles × window
+        # masked[ty, tx, a_y·tile + a_x, w_y·win + w_x]: not a candidate
+        self.masked = ~(inside.view(self.nty, self.ntx, 1, 1, win, win)
+                        & in_disc.view(1, 1, tile, tile, win, win)
+                        ).reshape(self.nty, self.ntx, tile * tile, win * win)
+        self.tile_base = (ky[:, :1] * width).view(-1, 1) + kx[:, :1].view(1, -1)   # id of window (0, 0)
+        self.window_offset = (wv.view(-1, 1) * width + wv.view(1, -1)).reshape(-1)  # win²
+
+    def topk(self, queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_elements: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k scores and key node ids of queries h×w×C against key frames U×h×w×C.
+
+        Returns U × h·w × k' (k' = min(k, disc size)); scores are −inf where a query has fewer
+        than k' keys inside the image (they never win while enough real candidates exist).
+        """
+        n_frames, c = keys.shape[0], queries.shape[-1]
+        t, m, win = self.tile, self.m, self.window
+        k = min(k, self.n_offsets)
+        # channels last: a window row is one contiguous run of win·C values, so copies are cheap
+        qp = F.pad(queries, (0, 0, 0, self.pw - self.w, 0, self.ph - self.h))
+        kp = F.pad(keys, (0, 0, m, m + self.pw - self.w, m, m + self.ph - self.h))
+        per_row = self.ntx * max(c, t * t) * win * win      # largest block of one tile row, one frame
+        group = max(1, min(n_frames, chunk_elements // per_row))
+        rows = max(1, chunk_elements // (per_row * group))
+        vals = queries.new_empty(n_frames, self.nty, self.ntx, t * t, k)
+        ids = torch.empty(n_frames, self.nty, self.ntx, t * t, k, dtype=torch.long, device=queries.device)
+        sg, sy, sx, sc = kp.stride()
+        for f0 in range(0, n_frames, group):
+            f1 = min(n_frames, f0 + group)
+            for r0 in range(0, self.nty, rows):
+                r1 = min(self.nty, r0 + rows)
+                band = kp[f0:f1, r0 * t:]
+                # g × tiles_y × tiles_x × win × win × C view of the windows, then one copy
+                windows = band.as_strided((f1 - f0, r1 - r0, self.ntx, win, win, c),
+                                          (sg, t * sy, t * sx, sy, sx, sc), band.storage_offset())
+                windows = windows.reshape(f1 - f0, r1 - r0, self.ntx, win * win, c)
+                q = (qp[r0 * t: r1 * t].view(r1 - r0, t, self.ntx, t, c)
+                     .permute(0, 2, 1, 3, 4).reshape(1, r1 - r0, self.ntx, t * t, c))
+                s = torch.matmul(q, windows.transpose(-1, -2))         # g × ty × tx × tile² × win²
+                s.masked_fill_(self.masked[r0:r1], float("-inf"))
+                v, pos = s.topk(k, dim=-1)
+                vals[f0:f1, r0:r1] = v
+                ids[f0:f1, r0:r1] = self.tile_base[r0:r1, :, None, None] + self.window_offset[pos]
+        hw = self.h * self.w
+
+        def to_grid(x: torch.Tensor) -> torch.Tensor:      # tile layout -> row-major queries
+            x = x.view(n_frames, self.nty, self.ntx, t, t, k).permute(0, 1, 3, 2, 4, 5)
+            return x.reshape(n_frames, self.ph, self.pw, k)[:, : self.h, : self.w].reshape(n_frames, hw, k)
+
+        return to_grid(vals), to_grid(ids).clamp_(0, hw - 1)
+
+
+def dense_topk(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_elements: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over all key nodes of one frame (the long memory), features h×w×C: h·w × k scores, ids."""
+    c = queries.shape[-1]
+    q = queries.reshape(-1, c)
+    kk = keys.reshape(-1, c).t()
+    n = kk.shape[1]
+    k = min(k, n)
+    rows = max(1, chunk_elements // max(1, n))
+    vals, ids = [], []
+    for r0 in range(0, q.shape[0], rows):
+        v, i = (q[r0: r0 + rows] @ kk).topk(k, dim=1)
+        vals.append(v)
+        ids.append(i)
+    return torch.cat(vals), torch.cat(ids)
+
+
+# ============================================================================================
+# The propagator
+# ============================================================================================
+
+def _channels_last(features: torch.Tensor) -> torch.Tensor:
+    """C×h×w features -> L2-normalised over channels (eps 1e-12), stored h×w×C."""
+    return F.normalize(features, dim=0, eps=1e-12).permute(1, 2, 0).contiguous()
+
+
+class LabelPropagator:
+    """Stateful propagation over one video: `reset(f0, y0)`, then `step(f_t)` for t = 1, 2, …
+
+    Features are C×h×w (normalised here); labels K×h×w soft labels. Memory: frame 0 plus a ring
+    of at most `context` frames (features and labels), whatever the video length.
+    """
+
+    def __init__(self, config: PropagationConfig | None = None):
+        self.config = config or PropagationConfig()
+        self._window: LocalWindow | None = None
+        self.t = 0
+
+    # ---------------------------------------------------------------------------- memory
+    def reset(self, features0: torch.Tensor, labels0: torch.Tensor) -> None:
+        if features0.dim() != 3 or labels0.dim() != 3 or features0.shape[1:] != labels0.shape[1:]:
+            raise ValueError(f"features C×h×w {tuple(features0.shape)} and labels K×h×w "
+                             f"{tuple(labels0.shape)} must share the grid")
+        self.first = (_channels_last(features0), labels0.to(features0.dtype))
+        self.ring: deque = deque(maxlen=max(self.config.context, 1))
+        self.t = 0
+        h, w = features0.shape[1:]
+        win = self._window
+        if win is None or (win.h, win.w) != (h, w) or win.masked.device != features0.device:
+            self._window = LocalWindow(h, w, self.config.radius, self.config.tile, features0.device)
+
+    def push(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Append frame t+1 with known labels to the context (what `step` does with its output)."""
+        if self.config.context > 0:
+            self.ring.append((_channels_last(features), labels))
+        self.t += 1
+
+    def context_frames(self) -> list[tuple[int, int]]:
+        """(frame index, multiplicity) of the short-term context of the next target."""
+        target, L = self.t + 1, self.config.context
+        if L == 0:
+            return []
+        if self.config.pad_context_with_first_frame:
+            frames = [max(j, 0) for j in range(target - L, target)]
+        else:
+            frames = list(range(max(0, target - L), target))
+        counts: dict[int, int] = {}
+        for f in frames:
+            counts[f] = counts.get(f, 0) + 1
+        return sorted(counts.items())
+
+    def _frame(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index == 0:
+            return self.first
+        return self.ring[index - self.t - 1]   # the ring holds frames t-len+1 .. t
+
+    # ---------------------------------------------------------------------------- one step
+    @torch.no_grad()
+    def step(self, features: torch.Tensor) -> torch.Tensor:
+        """Labels of the next frame (K×h×w); they become its context labels."""
+        if self._window is None:
+            raise RuntimeError("call reset(features0, labels0) first")
+        cfg = self.config
+        q = _channels_last(features)
+        h, w, c = q.shape
+        k = cfg.topk
+        chunk = cfg.chunk_elements or (1 << 27 if q.is_cuda else 1 << 22)
+        vals, ids, banks = [], [], []
+
+        def add(v: torch.Tensor, i: torch.Tensor, labels: torch.Tensor, copies: int) -> None:
+            offset = len(banks) * h * w
+            banks.append(labels.reshape(labels.shape[0], -1).t())
+            for _ in range(min(copies, k)):      # duplicates fill separate top-k slots
+                vals.append(v)
+                ids.append(i + offset)
+
+        f0, y0 = self.first
+        if cfg.radius_on_first_frame:
+            v0, i0 = self._window.topk(q, f0[None], k, chunk)
+            v0, i0 = v0[0], i0[0]
+        else:
+            v0, i0 = dense_topk(q, f0, k, chunk)
+        add(v0, i0, y0, 1)
+        context = self.context_frames()
+        if context:
+            frames = [self._frame(index) for index, _ in context]
+            v, i = self._window.topk(q, torch.stack([f for f, _ in frames]), k, chunk)
+            for j, ((_, copies), (_, yk)) in enumerate(zip(context, frames)):
+                add(v[j], i[j], yk, copies)
+        allv = torch.cat(vals, dim=1)
+        alli = torch.cat(ids, dim=1)
+        top, pos = allv.topk(min(k, allv.shape[1]), dim=1)
+        weights = torch.softmax(top / cfg.temperature, dim=1)               # h·w × k
+        bank = torch.cat(banks, dim=0)                                       # nodes × K
+        picked = bank[alli.gather(1, pos)]                                   # h·w × k × K
+        out = torch.einsum("nk,nkc->nc", weights, picked).t().reshape(-1, h, w)
+        feedback = out if cfg.soft_recurrence else F.one_hot(out.argmax(0), out.shape[0]).permute(2, 0, 1).to(out.dtype)
+        self.push(features, feedback)
+        return out
+
+
+def propagate_features(features: Iterable[torch.Tensor],
+                       initial_labels: torch.Tensor | Callable[[int, int], torch.Tensor],
+                       config: PropagationConfig | None = None) -> Iterator[torch.Tensor]:
+    """Soft labels K×h×w of every frame (frame 0: the given labels) from per-frame features C×h×w.
+
+    `initial_labels` is the K×h×w label tensor of frame 0 or a function (h, w) -> that tensor.
+    """
+    it = iter(features)
+    try:
+        f0 = next(it)
+    except StopIteration:
+        return
+    y0 = initial_labels(*f0.shape[1:]) if callable(initial_labels) else initial_labels
+    y0 = y0.to(f0.device, f0.dtype)
+    prop = LabelPropagator(config)
+    prop.reset(f0, y0)
+    yield y0
+    for f in it:
+        yield prop.step(f)
+
+
+# ============================================================================================
+# Feature extractors and frames
+# ============================================================================================
+
+class PixelFeatures:
+    """Raw pixels as features: the normalised image (or CIE Lab) average-pooled over stride×stride."""
+
+    def __init__(self, stride: int = 8, colorspace: str = "rgb"):
+        if colorspace not in ("rgb", "lab"):
+            raise ValueError(f"colorspace must be 'rgb' or 'lab', got {colorspace!r}")
+        self.stride, self.colorspace = stride, colorspace
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames
+        if self.colorspace == "lab":
+            mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            x = rgb_to_lab((x * std + mean).clamp(0, 1))
+        return F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0,1] (N×3×H×W) -> CIE Lab (D65), scaled to L/100, a/128, b/128."""
+    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    m = torch.tensor([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                      [0.019334, 0.119193, 0.950227]], dtype=rgb.dtype, device=rgb.device)
+    xyz = torch.einsum("ij,njhw->nihw", m, lin)
+    white = torch.tensor([0.950456, 1.0, 1.088754], dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    t = xyz / white
+    f = torch.where(t > 0.008856, t.clamp(min=1e-12) ** (1 / 3), 7.787 * t + 16 / 116)
+    lab = torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+    return lab / torch.tensor([100.0, 128.0, 128.0], dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+
+
+def build_extractor(kind: str, checkpoint: str | Path | None = None, *, seed: int = 0,
+                    device: str | torch.device = "cpu", crw_config=None,
+                    pixel_colorspace: str = "rgb") -> FeatureExtractor:
+    """A feature extractor by name.
+
+    - "checkpoint": a CRW checkpoint of any supported layout (`selfsup.crw.load_checkpoint`)
+    - "imagenet": torchvision-layout ImageNet ResNet-18 weights through the same loader
+    - "random": a randomly initialised CRW encoder (seeded; the architecture of `crw_config`, or of
+      `checkpoint` when given, else the published one)
+    - "pixels": the frame itself, average-pooled to stride 8
+    """
+    device = resolve_device(device)
+    if kind == "pixels":
+        return PixelFeatures(8, pixel_colorspace)
+    from . import crw
+
+    if kind in ("checkpoint", "imagenet", "crw"):
+        if checkpoint is None:
+            raise ValueError(f"model {kind!r} needs a checkpoint / weights path")
+        path = Path(checkpoint)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        model = crw.load_checkpoint(path, map_location="cpu", propagation_only=True).to(device)
+        return model.eval().features
+    if kind == "random":
+        config = crw_config
+        if config is None and checkpoint is not None and Path(checkpoint).exists():
+            config = crw.load_checkpoint(checkpoint, map_location="cpu", propagation_only=True).config
+        config = (config or crw.CRWConfig()).replace(with_layer4=False, with_head=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = crw.CRW(config)
+        return model.to(device).eval().features
+    raise ValueError(f"unknown model {kind!r}; expected checkpoint, imagenet, random or pixels")
+
+
+def load_frames(paths: Sequence[str | Path], crop_size: int = -1, device: str | torch.device = "cpu"
+                ) -> torch.Tensor:
+    """Frames as ImageNet-normalised float N×3×H×W; `crop_size > 0` resizes to a square (bilinear)."""
+    from .data.davis import read_image
+
+    images = np.stack([read_image(p) for p in paths])
+    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    if crop_size and crop_size > 0:
+        x = F.interpolate(x, size=(crop_size, crop_size), mode="bilinear", align_corners=False,
+                          antialias=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def encode_frames(extractor: FeatureExtractor, paths: Sequence[str | Path], crop_size: int = -1,
+                  device: str | torch.device = "cpu", batch_size: int = 8) -> Iterator[torch.Tensor]:
+    """Per-frame features C×h×w, reading and encoding `batch_size` frames at a time."""
+    device = resolve_device(device)
+    for start in range(0, len(paths), batch_size):
+        frames = load_frames(paths[start: start + batch_size], crop_size, device)
+        with torch.no_grad():
+            feats = extractor(frames)
+        if feats.dim() != 4 or feats.shape[0] != frames.shape[0]:
+            raise ValueError(f"feature extractor returned shape {tuple(feats.shape)} for "
+                             f"{frames.shape[0]} frames; expected N×C×h×w")
+        for f in feats.to(device):
+            yield f.clone()
+
+
+# ============================================================================================
+# Label encodings
+# ============================================================================================
+
+def mask_labels(label_map: np.ndarray, grid: tuple[int, int], device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, torch.Tensor]:
+    """(label values, soft labels K×h×w): one-hot of the distinct values (sorted, background first)
+    at image resolution, resized bilinearly (half-pixel centres, no antialias) to the grid."""
+    values = np.unique(np.asarray(label_map))
+    ids = torch.from_numpy(np.searchsorted(values, label_map).astype(np.int64)).to(device)
+    onehot = F.one_hot(ids, len(values)).permute(2, 0, 1).to(dtype)
+    soft = F.interpolate(onehot[None], size=tuple(grid), mode="bilinear", align_corners=False,
+                         antialias=False)[0]
+    return values, soft
+
+
+def labels_to_ids(soft: torch.Tensor, size: tuple[int, int], values: np.ndarray) -> np.ndarray:
+    """Upsample soft labels K×h×w bilinearly to `size` (H, W), argmax (first maximum), map to values."""
+    up = F.interpolate(soft[None].float(), size=tuple(size), mode="bilinear", align_corners=False,
+                       antialias=False)[0]
+    index = up.argmax(0).cpu().numpy()
+    return np.asarray(values)[index]
+
+
+def resize_label_map(labels: np.ndarray, size: tuple[int, int], interp: str = "linear") -> np.ndarray:
+    """Resize an id map to `size` (H, W). "nearest": OpenCV INTER_NEAREST (src = floor(dst·scale));
+    "linear": bilinear blend of the ids, rounded (the official square-crop path), so boundaries
+    between two classes get the ids in between."""
+    x = torch.from_numpy(np.asarray(labels, dtype=np.float32))[None, None]
+    if interp == "nearest":
+        out = F.interpolate(x, size=tuple(size), mode="nearest")
+    elif interp == "linear":
+        out = torch.floor(F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
+                                        antialias=False) + 0.5)
+    else:
+        raise ValueError(f"label_resize_interp must be 'linear' or 'nearest', got {interp!r}")
+    return out[0, 0].numpy().astype(np.asarray(labels).dtype)
+
+
+def joint_heatmaps(joints: np.ndarray, image_size: tuple[int, int], grid: tuple[int, int],
+                   crop_size: int = 320, stride: int = 8, sigma: float = 0.5) -> torch.Tensor:
+    """Frame-0 keypoint labels on the grid: 15 joint channels + background (last), (J+1)×h×w.
+
+    Joint (x, y) in 0-based pixels of a W×H image -> c = x·crop/W/stride; a 4×4 Gaussian patch
+    (peak at patch index 2) covers grid cells [trunc(c − 1.5), trunc(c + 2.5)), clipped to the grid;
+    joints entirely off the grid are skipped. Background = 1 where every joint channel is 0.
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    width, height = image_size
+    gh, gw = grid
+    a = np.arange(4)
+    patch = np.exp(-((a[:, None] - 2) ** 2 + (a[None, :] - 2) ** 2) / (2 * sigma ** 2))
+    maps = np.zeros((joints.shape[1] + 1, gh, gw))
+    for j in range(joints.shape[1]):
+        cx = joints[0, j] * crop_size / width / stride
+        cy = joints[1, j] * crop_size / height / stride
+        ulx, uly = math.trunc(cx - 1.5), math.trunc(cy - 1.5)
+        brx, bry = math.trunc(cx + 2.5), math.trunc(cy + 2.5)
+        if ulx >= gw or uly >= gh or brx < 0 or bry < 0:
+            continue
+        x0, x1 = max(0, ulx), min(brx, gw)
+        y0, y1 = max(0, uly), min(bry, gh)
+        px0, py0 = max(0, -ulx), max(0, -uly)
+        maps[j, y0:y1, x0:x1] = patch[py0: py0 + (y1 - y0), px0: px0 + (x1 - x0)]
+    maps[-1] = (maps[:-1] == 0).all(0)
+    return torch.from_numpy(maps)
+
+
+def decode_joints(soft: torch.Tensor, n_joints: int = 15, top: int = 3) -> np.ndarray:
+    """Grid coordinates (2×J: x = column, y = row) from propagated joint maps (background dropped):
+    weighted mean of each joint's top-3 cells; (−1, −1) for a joint with no mass."""
+    maps = soft[:n_joints].reshape(n_joints, -1).double()
+    w = soft.shape[-1]
+    v, idx = maps.topk(top, dim=1)
+    total = v.sum(1, keepdim=True)
+    weights = v / total.clamp(min=torch.finfo(torch.float64).tiny)
+    cols = (weights * (idx % w).double()).sum(1)
+    rows = (weights * torch.div(idx, w, rounding_mode="floor").double()).sum(1)
+    out = torch.stack([cols, rows]).cpu().numpy()
+    out[:, (total[:, 0] <= 0).cpu().numpy()] = -1.0
+    return out
+
+
+# ============================================================================================
+# Data sets
+# ============================================================================================
+
+def _progress(items, desc: str, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="video")
+
+
+def _stats(videos: int, frames: int, seconds: float) -> dict:
+    return {"videos": videos, "frames": frames, "seconds": seconds,
+            "frames_per_second": frames / seconds if seconds > 0 else float("nan")}
+
+
+def propagate_davis(extractor: FeatureExtractor, root: str | Path, out: str | Path,
+                    config: PropagationConfig | None = None, *, set_name: str = "val",
+                    sequences: Sequence[str] | None = None, crop_size: int = -1,
+                    device: str | torch.device = "cpu", batch_size: int = 8,
+                    progress: bool = True) -> dict:
+    """Masks: writes `<out>/<seq>/<frame>.png` (indexed, DAVIS palette, GT size) for every frame."""
+    from .data.davis import DAVIS_PALETTE, DavisSet, write_indexed_png
+
+    config = config or protocol("davis")
+    device = resolve_device(device)
+    davis = DavisSet(root, set_name)
+    names = list(sequences) if sequences is not None else davis.sequences
+    out = Path(out)
+    n_frames, start = 0, time.perf_counter()
+    for seq in _progress(names, "DAVIS", progress):
+        paths = davis.frame_paths(seq)
+        first = davis.read_annotation(davis.annotation_paths(seq)[0])
+        size = first.shape
+        values: list[np.ndarray] = []
+
+        def labels0(h: int, w: int) -> torch.Tensor:
+            vals, soft = mask_labels(first, (h, w), device)
+            values.append(vals)
+            return soft
+
+        feats = encode_frames(extractor, paths, crop_size, device, batch_size)
+        for path, soft in zip(paths, propagate_features(feats, labels0, config)):
+            write_indexed_png(out / seq / f"{path.stem}.png", labels_to_ids(soft, size, values[0]),
+                              DAVIS_PALETTE)
+            n_frames += 1
+    return _stats(len(names), n_frames, time.perf_counter() - start)
+
+
+def propagate_jhmdb(extractor: FeatureExtractor, root: str | Path, out: str | Path,
+                    config: PropagationConfig | None = None, *, split: int = 1,
+                    videos: Sequence[str] | None = None, crop_size: int = 320, stride: int = 8,
+                    device: str | torch.device = "cpu", batch_size: int = 8, progress: bool = True) -> dict:
+    """Keypoints: writes `<out>/<class>__<video>.npy`, 2×15×T grid units (frame 0 decoded as given)."""
+    from .data.davis import read_image
+    from .data.jhmdb import JhmdbSet, write_prediction
+
+    config = config or protocol("jhmdb")
+    device = resolve_device(device)
+    jhmdb = JhmdbSet(root, split=split)
+    selected = [v for v in jhmdb.videos if videos is None or v.key in set(videos)]
+    out = Path(out)
+    n_frames, start = 0, time.perf_counter()
+    for video in _progress(selected, "JHMDB", progress):
+        paths = jhmdb.frame_paths(video)
+        first = read_image(paths[0])
+        joints0 = jhmdb.joints(video)[:, :, 0]
+
+        def labels0(h: int, w: int) -> torch.Tensor:
+            return joint_heatmaps(joints0, (first.shape[1], first.shape[0]), (h, w), crop_size, stride)
+
+        feats = encode_frames(extractor, paths, crop_size, device, batch_size)
+        coords = [decode_joints(soft) for soft in propagate_features(feats, labels0, config)]
+        write_prediction(out / f"{video.key}.npy", np.stack(coords, axis=-1))
+        n_frames += len(coords)
+    return _stats(len(selected), n_frames, time.perf_counter() - start)
+
+
+def propagate_vip(extractor: FeatureExtractor, root: str | Path, out: str | Path,
+                  config: PropagationConfig | None = None, *, subset: str = "val",
+                  videos: Sequence[str] | None = None, crop_size: int = 560,
+                  label_resize_interp: str = "linear", device: str | torch.device = "cpu",
+                  batch_size: int = 8, progress: bool = True) -> dict:
+    """Parts: writes `<out>/<video>/<frame>.png` (class ids, single channel) at the input size."""
+    from .data.davis import write_indexed_png
+    from .data.vip import VipSet
+
+    config = config or protocol("vip")
+    device = resolve_device(device)
+    vip = VipSet(root, subset)
+    names = list(videos) if videos is not None else vip.videos
+    out = Path(out)
+    n_frames, start = 0, time.perf_counter()
+    for video in _progress(names, "VIP", progress):
+        paths = vip.frame_paths(video)
+        first = vip.read_annotation(vip.annotation_path(video, paths[0].name))
+        if crop_size and crop_size > 0:
+            first = resize_label_map(first, (crop_size, crop_size), label_resize_interp)
+        size = first.shape
+        values: list[np.ndarray] = []
+
+        def labels0(h: int, w: int) -> torch.Tensor:
+            vals, soft = mask_labels(first, (h, w), device)
+            values.append(vals)
+            return soft
+
+        feats = encode_frames(extractor, paths, crop_size, device, batch_size)
+        for path, soft in zip(paths, propagate_features(feats, labels0, config)):
+            write_indexed_png(out / video / f"{path.stem}.png", labels_to_ids(soft, size, values[0]), None)
+            n_frames += 1
+    return _stats(len(names), n_frames, time.perf_counter() - start)
