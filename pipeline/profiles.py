@@ -18,8 +18,7 @@ from pipeline.project import PROJECT_ROOT
 
 PROFILES_DIR = PROJECT_ROOT / "profiles"
 
-_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-_RESERVED = {"true", "false", "null", "none", "nan", "inf", "yes", "no", "on", "off"}
+_PLAIN = re.compile(r"^[A-Za-z0-9_./\-]+$")
 
 
 def available(profiles_dir: Path = PROFILES_DIR) -> list[str]:
@@ -115,6 +114,17 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
     return out
 
 
+def _parses_to(text: str, value: Any) -> bool:
+    """Whether the override grammar reads `text` back as exactly `value` (unquoted paths, names)."""
+    from dvc.utils.hydra import to_hydra_overrides
+
+    try:
+        parsed = to_hydra_overrides([f"k={text}"])[0].value()
+    except Exception:  # not valid unquoted
+        return False
+    return type(parsed) is type(value) and parsed == value
+
+
 def format_value(value: Any) -> str:
     """A value in the override grammar that `dvc exp run -S` parses back to the same value."""
     if value is None:
@@ -129,7 +139,7 @@ def format_value(value: Any) -> str:
         text = repr(value)
         return text if any(c in text for c in ".e") else f"{text}.0"
     if isinstance(value, str):
-        if _PLAIN.match(value) and value.lower() not in _RESERVED:
+        if _PLAIN.match(value) and _parses_to(value, value):
             return value
         escaped = value.replace("\\", "\\\\").replace("'", "\\'")
         return f"'{escaped}'"
@@ -166,3 +176,27 @@ def apply_to_params_file(params_file: Path, overrides: Mapping[str, Any]) -> Non
     from dvc.utils.hydra import apply_overrides
 
     apply_overrides(params_file, to_set_params(overrides))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.profiles [NAME ...]`: list the profiles, or print the `dvc exp run`
+    command that applies the named ones (merged left to right)."""
+    import shlex
+    import sys
+
+    names = list(sys.argv[1:] if argv is None else argv)
+    if not names:
+        for name in available():
+            print(f"{name:<24} {describe(name)}")
+        return 0
+    merged = combine(names)
+    validate(merged, PROJECT_ROOT / "params.yaml", label="+".join(names))
+    args = ["dvc", "exp", "run", "--name", "--".join(Path(n).stem for n in names)]
+    for item in to_set_params(merged):
+        args += ["-S", item]
+    print(" ".join(shlex.quote(a) for a in args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

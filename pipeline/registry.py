@@ -2,7 +2,7 @@
 CRW and CUT checkpoints through `stages.tracking.StageRun.register_model`).
 
     selfsup runs --models                 every version of every registered model
-    mlflow.artifacts.download_artifacts("models:/selfsup-crw/3")   a version's files
+    latest_version_path("crw")            local path of the newest version's file or folder
 """
 from __future__ import annotations
 
@@ -50,4 +50,5 @@ def latest_version_path(name: str, env: Mapping[str, str] | None = None) -> str:
         raise ValueError(f"no registered model {name!r}")
     if env and env.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    return mlflow.artifacts.download_artifacts(f"models:/{name}/{rows[0]['version']}")
+    # the source, not `models:/name/N`: a version may be a single file (a checkpoint)
+    return mlflow.artifacts.download_artifacts(artifact_uri=rows[0]["source"])

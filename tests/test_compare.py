@@ -85,21 +85,23 @@ def test_checkpoints_register_as_model_versions(tmp_path, capsys):
     from stages.tracking import stage_run
 
     model = f"selfsup-test-crw-{uuid.uuid4().hex[:6]}"
-    for content in (b"first", b"second"):
-        folder = tmp_path / content.decode()
-        folder.mkdir()
-        (folder / "checkpoint.pt").write_bytes(content)
-        with stage_run("pretrain", {"steps": 1}) as run:
-            run.log_artifact(folder, "model")
-            version = run.register_model("model", model)
-    assert version == "2"
+    # a checkpoint folder, then a single checkpoint file (what the pretrain stage registers)
+    folder = tmp_path / "first"
+    folder.mkdir()
+    (folder / "checkpoint.pt").write_bytes(b"first")
+    with stage_run("pretrain", {"steps": 1}) as run:
+        run.log_artifact(folder, "model")
+        assert run.register_model("model", model) == "1"
+    (tmp_path / "checkpoint.pt").write_bytes(b"second")
+    with stage_run("pretrain", {"steps": 2}) as run:
+        run.log_artifact(tmp_path / "checkpoint.pt", "model")
+        assert run.register_model("model/checkpoint.pt", model) == "2"
     versions = model_versions(name=model)
     assert [v["version"] for v in versions] == [2, 1]
-    assert versions[0]["run_id"] == run.run_id and versions[0]["source"].endswith("/artifacts/model")
+    assert versions[0]["run_id"] == run.run_id and versions[0]["source"].endswith("/artifacts/model/checkpoint.pt")
     path = mlflow.artifacts.download_artifacts(f"models:/{model}/1")
-    assert (tmp_path.joinpath("first", "checkpoint.pt").read_bytes()
-            == open(f"{path}/checkpoint.pt", "rb").read())
-    assert open(f"{latest_version_path(model)}/checkpoint.pt", "rb").read() == b"second"
+    assert open(f"{path}/checkpoint.pt", "rb").read() == b"first"
+    assert open(latest_version_path(model), "rb").read() == b"second"
     assert main(["runs", "--models"]) == 0
     out = capsys.readouterr().out
     assert f"{model} v2" in out and f"{model} v1" in out and run.run_id[:8] in out
