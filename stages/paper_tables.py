@@ -10,7 +10,6 @@ ablation values) are not invented: those cells stay empty and the table says whe
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -406,8 +405,3 @@ def _run_cell(result: VariantResult, mlflow_url: str | None) -> str:
 def uses_datasets(table: Table, datasets: Sequence[str]) -> bool:
     """Whether a run configured with these `download.datasets` is a paper-scale run of `table`."""
     return all(d in datasets for d in table.datasets)
-
-
-def as_json(table: Table) -> dict:
-    """A table's definition as plain data (for `selfsup table --list --json`)."""
-    return dataclasses.asdict(table)

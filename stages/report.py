@@ -271,7 +271,7 @@ def metric_sets(section: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]
     return ["model"] + keys, rows
 
 
-def figures_under(folder: Path, out: Path) -> list[Path]:
+def figures_under(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
@@ -325,7 +325,7 @@ def build(out: Path, metrics_file: Path, mlflow_url: str, download_datasets: Seq
             continue
         header, rows = metric_sets(section)
         doc.table(header, rows)
-    _figures(doc, out / "figures" / "propagate", out, shown, "Propagation examples")
+    _figures(doc, out / "figures" / "propagate", out, shown)
 
     doc.h(2, "Unpaired translation (CUT / FastCUT)")
     translate = (metrics or {}).get("translate") if isinstance(metrics, Mapping) else None
@@ -359,8 +359,8 @@ def build(out: Path, metrics_file: Path, mlflow_url: str, download_datasets: Seq
     doc.p("Tables from several runs (ablations) are written by `selfsup table <name>`.")
 
     rest = [png for png in curves.values() if png not in shown]
-    rest += [p for p in figures_under(out / "figures", out) if p not in shown]
-    rest += [p for p in figures_under(out / "plots", out) if p not in shown]
+    rest += [p for p in figures_under(out / "figures") if p not in shown]
+    rest += [p for p in figures_under(out / "plots") if p not in shown]
     if rest:
         doc.h(2, "Other figures")
         for path in rest:
@@ -375,11 +375,11 @@ def _curves_and_figures(doc: Doc, out: Path, name: str, curves: Mapping[str, Pat
         shown.add(png)
     else:
         doc.p(f"not run (no curves in plots/{name}.csv)")
-    _figures(doc, out / "figures" / name, out, shown, f"{name} figures")
+    _figures(doc, out / "figures" / name, out, shown)
 
 
-def _figures(doc: Doc, folder: Path, out: Path, shown: set[Path], caption: str) -> None:
-    for path in figures_under(folder, out):
+def _figures(doc: Doc, folder: Path, out: Path, shown: set[Path]) -> None:
+    for path in figures_under(folder):
         rel = path.relative_to(out).as_posix()
         doc.image(rel, rel)
         shown.add(path)
