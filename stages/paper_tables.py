@@ -242,6 +242,29 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 )}
 
 
+def _cut_fid() -> Table:
+    """CUT's Table 1 FID column: the three unpaired tasks in one table (six paper-scale runs)."""
+    parts = [TABLES[n] for n in ("cut-horse2zebra", "cut-cat2dog", "cut-cityscapes")]
+    task = {"cut-horse2zebra": "horse→zebra", "cut-cat2dog": "cat→dog", "cut-cityscapes": "Cityscapes"}
+    references = tuple(Reference(f"{r.label} [{task[t.name]}]", {k: v for k, v in r.values.items()
+                                                                 if k in {"fid", "fid_clean"}},
+                                 tuple(u for u in r.unverified if u in {"fid", "fid_clean"}))
+                       for t in parts for r in t.references)
+    variants = tuple(Variant(f"{v.dataset}-{v.name}", f"{task[t.name]} {v.label}", v.profiles, v.overrides,
+                             isolated=True, dataset=v.dataset) for t in parts for v in t.paper_variants)
+    return Table(
+        name="cut-fid", title="CUT Table 1: FID of CUT and FastCUT on the three unpaired tasks",
+        kind="translate", columns=FID_COLUMNS, references=references,
+        datasets=tuple(dict.fromkeys(d for t in parts for d in t.datasets)), paper_variants=variants,
+        models=parts[0].models,
+        notes=("Per-task details, semantic scores and user reports: tables cut-horse2zebra, "
+               "cut-cat2dog and cut-cityscapes.",),
+    )
+
+
+TABLES["cut-fid"] = _cut_fid()
+
+
 def get(name: str) -> Table:
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
