@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -64,7 +63,7 @@ class PropagationConfig:
     radius_on_first_frame: bool = False          # the long-memory frame is dense by default
     soft_recurrence: bool = True                 # False: feed back one-hot argmax labels
     tile: int = 8                                # query tile side of the local correlation
-    chunk_elements: int | None = None            # bound on one score block; None: 2^22 CPU, 2^27 GPU
+    chunk_elements: int | None = None            # bound on one score block; None: 2^24 CPU, 2^27 GPU
 
     def __post_init__(self) -> None:
         if self.context < 0:
@@ -149,48 +148,69 @@ class LocalWindow:
         self.tile_base = (ky[:, :1] * width).view(-1, 1) + kx[:, :1].view(1, -1)   # id of window (0, 0)
         self.window_offset = (wv.view(-1, 1) * width + wv.view(1, -1)).reshape(-1)  # win²
 
-    def topk(self, queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_elements: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k scores and key node ids of queries h×w×C against key frames U×h×w×C.
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        """Size of a key map padded for `topk`: m cells before, m + tile padding after."""
+        return self.ph + 2 * self.m, self.pw + 2 * self.m
 
-        Returns U × h·w × k' (k' = min(k, disc size)); scores are −inf where a query has fewer
-        than k' keys inside the image (they never win while enough real candidates exist).
+    def pad_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """h×w×C (or U×h×w×C) key map -> its zero-padded copy for `topk`."""
+        m = self.m
+        return F.pad(keys, (0, 0, m, m + self.pw - self.w, m, m + self.ph - self.h))
+
+    def topk(self, queries: torch.Tensor, padded_keys: torch.Tensor, k: int, chunk_elements: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k over the in-radius keys of U key frames jointly, for queries h×w×C.
+
+        `padded_keys`: U × (ph+2m) × (pw+2m) × C (see `pad_keys`). Returns scores and ids
+        (u·h·w + key node) of shape h·w × k' — k' = k, or a multiple of k when the frames had to be
+        split into groups to bound memory (the union of the groups' top-k holds the overall top-k).
+        Scores are −inf where a query has fewer than k keys inside the image.
         """
-        n_frames, c = keys.shape[0], queries.shape[-1]
-        t, m, win = self.tile, self.m, self.window
-        k = min(k, self.n_offsets)
+        n_frames, c = padded_keys.shape[0], queries.shape[-1]
+        t, win = self.tile, self.window
+        w2, hw = win * win, self.h * self.w
         # channels last: a window row is one contiguous run of win·C values, so copies are cheap
         qp = F.pad(queries, (0, 0, 0, self.pw - self.w, 0, self.ph - self.h))
-        kp = F.pad(keys, (0, 0, m, m + self.pw - self.w, m, m + self.ph - self.h))
-        per_row = self.ntx * max(c, t * t) * win * win      # largest block of one tile row, one frame
-        group = max(1, min(n_frames, chunk_elements // per_row))
-        rows = max(1, chunk_elements // (per_row * group))
-        vals = queries.new_empty(n_frames, self.nty, self.ntx, t * t, k)
-        ids = torch.empty(n_frames, self.nty, self.ntx, t * t, k, dtype=torch.long, device=queries.device)
-        sg, sy, sx, sc = kp.stride()
-        for f0 in range(0, n_frames, group):
+        per_frame_row = self.ntx * max(c, t * t) * w2      # window / score elements, one tile row
+        group = max(1, min(n_frames, chunk_elements // per_frame_row))
+        rows = max(1, chunk_elements // (per_frame_row * group))
+        n_groups = -(-n_frames // group)
+        kk = min(k, group * w2)
+        vals = queries.new_empty(n_groups, self.nty, self.ntx, t * t, kk)
+        ids = torch.empty(n_groups, self.nty, self.ntx, t * t, kk, dtype=torch.long, device=queries.device)
+        su, sy, sx, sc = padded_keys.stride()
+        for gi, f0 in enumerate(range(0, n_frames, group)):
             f1 = min(n_frames, f0 + group)
+            g = f1 - f0
+            k_g = min(kk, g * w2)
             for r0 in range(0, self.nty, rows):
                 r1 = min(self.nty, r0 + rows)
-                band = kp[f0:f1, r0 * t:]
-                # g × tiles_y × tiles_x × win × win × C view of the windows, then one copy
-                windows = band.as_strided((f1 - f0, r1 - r0, self.ntx, win, win, c),
-                                          (sg, t * sy, t * sx, sy, sx, sc), band.storage_offset())
-                windows = windows.reshape(f1 - f0, r1 - r0, self.ntx, win * win, c)
+                band = padded_keys[f0:f1, r0 * t:]
+                # tiles_y × tiles_x × frames × win × win × C view of the windows, then one copy
+                windows = band.as_strided((r1 - r0, self.ntx, g, win, win, c),
+                                          (t * sy, t * sx, su, sy, sx, sc), band.storage_offset())
+                windows = windows.reshape(r1 - r0, self.ntx, g * w2, c)
                 q = (qp[r0 * t: r1 * t].view(r1 - r0, t, self.ntx, t, c)
-                     .permute(0, 2, 1, 3, 4).reshape(1, r1 - r0, self.ntx, t * t, c))
-                s = torch.matmul(q, windows.transpose(-1, -2))         # g × ty × tx × tile² × win²
-                s.masked_fill_(self.masked[r0:r1], float("-inf"))
-                v, pos = s.topk(k, dim=-1)
-                vals[f0:f1, r0:r1] = v
-                ids[f0:f1, r0:r1] = self.tile_base[r0:r1, :, None, None] + self.window_offset[pos]
-        hw = self.h * self.w
+                     .permute(0, 2, 1, 3, 4).reshape(r1 - r0, self.ntx, t * t, c))
+                s = torch.matmul(q, windows.transpose(-1, -2))       # ty × tx × tile² × (frames·win²)
+                s.view(r1 - r0, self.ntx, t * t, g, w2).masked_fill_(self.masked[r0:r1, :, :, None],
+                                                                     float("-inf"))
+                v, pos = s.topk(k_g, dim=-1)
+                frame = torch.div(pos, w2, rounding_mode="floor")
+                node = self.tile_base[r0:r1, :, None, None] + self.window_offset[pos - frame * w2]
+                vals[gi, r0:r1, ..., :k_g] = v
+                ids[gi, r0:r1, ..., :k_g] = (f0 + frame) * hw + node.clamp_(0, hw - 1)
+            if k_g < kk:
+                vals[gi, ..., k_g:] = float("-inf")
+                ids[gi, ..., k_g:] = f0 * hw
 
-        def to_grid(x: torch.Tensor) -> torch.Tensor:      # tile layout -> row-major queries
-            x = x.view(n_frames, self.nty, self.ntx, t, t, k).permute(0, 1, 3, 2, 4, 5)
-            return x.reshape(n_frames, self.ph, self.pw, k)[:, : self.h, : self.w].reshape(n_frames, hw, k)
+        # groups × tiles_y × tiles_x × tile × tile × k -> row-major queries × (groups·k)
+        def to_grid(x: torch.Tensor) -> torch.Tensor:
+            x = x.view(n_groups, self.nty, self.ntx, t, t, kk).permute(1, 3, 2, 4, 0, 5)
+            return x.reshape(self.ph, self.pw, n_groups * kk)[: self.h, : self.w].reshape(hw, -1)
 
-        return to_grid(vals), to_grid(ids).clamp_(0, hw - 1)
+        return to_grid(vals), to_grid(ids)
 
 
 def dense_topk(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_elements: int
@@ -222,8 +242,9 @@ def _channels_last(features: torch.Tensor) -> torch.Tensor:
 class LabelPropagator:
     """Stateful propagation over one video: `reset(f0, y0)`, then `step(f_t)` for t = 1, 2, …
 
-    Features are C×h×w (normalised here); labels K×h×w soft labels. Memory: frame 0 plus a ring
-    of at most `context` frames (features and labels), whatever the video length.
+    Features are C×h×w (L2-normalised here, kept channels-last); labels K×h×w soft labels.
+    Memory: frame 0 plus a ring buffer of `context` key maps (stored padded for the local window)
+    and their labels, whatever the video length.
     """
 
     def __init__(self, config: PropagationConfig | None = None):
@@ -236,38 +257,39 @@ class LabelPropagator:
         if features0.dim() != 3 or labels0.dim() != 3 or features0.shape[1:] != labels0.shape[1:]:
             raise ValueError(f"features C×h×w {tuple(features0.shape)} and labels K×h×w "
                              f"{tuple(labels0.shape)} must share the grid")
-        self.first = (_channels_last(features0), labels0.to(features0.dtype))
-        self.ring: deque = deque(maxlen=max(self.config.context, 1))
-        self.t = 0
-        h, w = features0.shape[1:]
+        c, h, w = features0.shape
         win = self._window
         if win is None or (win.h, win.w) != (h, w) or win.masked.device != features0.device:
-            self._window = LocalWindow(h, w, self.config.radius, self.config.tile, features0.device)
+            win = self._window = LocalWindow(h, w, self.config.radius, self.config.tile, features0.device)
+        keys0 = _channels_last(features0)
+        self.first_keys = keys0
+        self.first_padded = win.pad_keys(keys0)[None]
+        self.first_labels = labels0.to(features0.dtype).reshape(labels0.shape[0], -1).t().contiguous()
+        size = max(self.config.context, 1)
+        self.ring_keys = features0.new_zeros((size, *win.padded_shape, c))
+        self.ring_labels = features0.new_zeros((size, h * w, labels0.shape[0]))
+        self.t = 0
+
+    @property
+    def ring_size(self) -> int:
+        """Frames now held in the ring (frames max(1, t−L+1) .. t)."""
+        return min(self.t, self.config.context)
 
     def push(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Append frame t+1 with known labels to the context (what `step` does with its output)."""
-        if self.config.context > 0:
-            self.ring.append((_channels_last(features), labels))
+        """Append frame t+1 with known labels (K×h×w) to the context, as `step` does with its output."""
         self.t += 1
+        if self.config.context > 0:
+            slot = (self.t - 1) % self.config.context
+            m, h, w = self._window.m, self._window.h, self._window.w
+            self.ring_keys[slot, m: m + h, m: m + w] = _channels_last(features)
+            self.ring_labels[slot] = labels.reshape(labels.shape[0], -1).t()
 
-    def context_frames(self) -> list[tuple[int, int]]:
-        """(frame index, multiplicity) of the short-term context of the next target."""
+    def first_frame_copies(self) -> int:
+        """How many short-term context slots of the next target hold frame 0."""
         target, L = self.t + 1, self.config.context
-        if L == 0:
-            return []
         if self.config.pad_context_with_first_frame:
-            frames = [max(j, 0) for j in range(target - L, target)]
-        else:
-            frames = list(range(max(0, target - L), target))
-        counts: dict[int, int] = {}
-        for f in frames:
-            counts[f] = counts.get(f, 0) + 1
-        return sorted(counts.items())
-
-    def _frame(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if index == 0:
-            return self.first
-        return self.ring[index - self.t - 1]   # the ring holds frames t-len+1 .. t
+            return max(0, min(L, L - target + 1))
+        return 1 if 0 < target <= L else 0
 
     # ---------------------------------------------------------------------------- one step
     @torch.no_grad()
@@ -275,41 +297,38 @@ class LabelPropagator:
         """Labels of the next frame (K×h×w); they become its context labels."""
         if self._window is None:
             raise RuntimeError("call reset(features0, labels0) first")
-        cfg = self.config
+        cfg, win = self.config, self._window
         q = _channels_last(features)
         h, w, c = q.shape
-        k = cfg.topk
-        chunk = cfg.chunk_elements or (1 << 27 if q.is_cuda else 1 << 22)
-        vals, ids, banks = [], [], []
-
-        def add(v: torch.Tensor, i: torch.Tensor, labels: torch.Tensor, copies: int) -> None:
-            offset = len(banks) * h * w
-            banks.append(labels.reshape(labels.shape[0], -1).t())
-            for _ in range(min(copies, k)):      # duplicates fill separate top-k slots
-                vals.append(v)
-                ids.append(i + offset)
-
-        f0, y0 = self.first
+        hw, k = h * w, cfg.topk
+        chunk = cfg.chunk_elements or (1 << 27 if q.is_cuda else 1 << 24)
+        # candidate ids index the label bank [frame 0, ring slot 0, ring slot 1, ...]
         if cfg.radius_on_first_frame:
-            v0, i0 = self._window.topk(q, f0[None], k, chunk)
-            v0, i0 = v0[0], i0[0]
+            v0, i0 = win.topk(q, self.first_padded, k, chunk)
         else:
-            v0, i0 = dense_topk(q, f0, k, chunk)
-        add(v0, i0, y0, 1)
-        context = self.context_frames()
-        if context:
-            frames = [self._frame(index) for index, _ in context]
-            v, i = self._window.topk(q, torch.stack([f for f, _ in frames]), k, chunk)
-            for j, ((_, copies), (_, yk)) in enumerate(zip(context, frames)):
-                add(v[j], i[j], yk, copies)
+            v0, i0 = dense_topk(q, self.first_keys, k, chunk)
+        vals, ids = [v0], [i0]
+        copies = self.first_frame_copies()
+        if copies:
+            v, i = (v0, i0) if cfg.radius_on_first_frame else win.topk(q, self.first_padded, k, chunk)
+            vals += [v] * min(copies, k)          # padded copies fill separate top-k slots
+            ids += [i] * min(copies, k)
+        n = self.ring_size
+        if n:
+            v, i = win.topk(q, self.ring_keys[:n], k, chunk)
+            vals.append(v)
+            ids.append(i + hw)
         allv = torch.cat(vals, dim=1)
         alli = torch.cat(ids, dim=1)
         top, pos = allv.topk(min(k, allv.shape[1]), dim=1)
         weights = torch.softmax(top / cfg.temperature, dim=1)               # h·w × k
-        bank = torch.cat(banks, dim=0)                                       # nodes × K
+        bank = torch.cat([self.first_labels, self.ring_labels[:n].reshape(-1, self.first_labels.shape[1])])
         picked = bank[alli.gather(1, pos)]                                   # h·w × k × K
         out = torch.einsum("nk,nkc->nc", weights, picked).t().reshape(-1, h, w)
-        feedback = out if cfg.soft_recurrence else F.one_hot(out.argmax(0), out.shape[0]).permute(2, 0, 1).to(out.dtype)
+        if cfg.soft_recurrence:
+            feedback = out
+        else:
+            feedback = F.one_hot(out.argmax(0), out.shape[0]).permute(2, 0, 1).to(out.dtype)
         self.push(features, feedback)
         return out
 
@@ -455,7 +474,7 @@ def labels_to_ids(soft: torch.Tensor, size: tuple[int, int], values: np.ndarray)
     """Upsample soft labels K×h×w bilinearly to `size` (H, W), argmax (first maximum), map to values."""
     up = F.interpolate(soft[None].float(), size=tuple(size), mode="bilinear", align_corners=False,
                        antialias=False)[0]
-    index = up.argmax(0).cpu().numpy()
+    index = np.argmax(up.cpu().numpy(), axis=0)      # first maximum wins
     return np.asarray(values)[index]
 
 

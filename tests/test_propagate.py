@@ -120,10 +120,13 @@ def test_frame0_encoded_once_and_memory_bounded():
     feats, y0 = random_problem(n=30, seed=1)
     prop = pg.LabelPropagator(pg.PropagationConfig(context=4, topk=5, radius=3.0))
     prop.reset(feats[0], y0)
+    buffers = (prop.ring_keys.data_ptr(), prop.ring_labels.data_ptr())
+    assert prop.ring_keys.shape[0] == 4 and prop.ring_labels.shape[0] == 4
     for t in range(1, 30):
         prop.step(feats[t])
-        assert len(prop.ring) <= 4
+        assert prop.ring_size == min(t, 4)
     assert prop.t == 29
+    assert (prop.ring_keys.data_ptr(), prop.ring_labels.data_ptr()) == buffers   # no growth
 
 
 class CountingEncoder:
