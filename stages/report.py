@@ -342,6 +342,14 @@ def build(out: Path, metrics_file: Path, mlflow_url: str, download_datasets: Seq
             doc.h(2, "Other metrics")
             doc.table(["key", "value"], flatten(extra))
 
+    # every other summary a stage wrote (pretrain.json, propagate.json, ...)
+    known = {"metrics.json", "clips.json", "download.json", metrics_file.name}
+    for path in sorted(out.glob("*.json")):
+        data = read_json(path) if path.name not in known else None
+        if isinstance(data, Mapping) and data:
+            doc.h(2, f"{path.stem} ({path.name})")
+            doc.table(["key", "value"], flatten(data))
+
     doc.h(2, "Paper tables")
     tables: dict[str, str] = {}
     evaluate = {k: v for k, v in (("pipeline", runs.get("evaluate.parent", "")),

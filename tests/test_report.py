@@ -26,6 +26,7 @@ def partial_reports(tmp_path) -> Path:
         "translate": {"cut": {"structure_iou": 0.75, "appearance_acc": 0.9}, "identity": {"structure_iou": 1.0}},
     })
     _write(out / "clips.json", {"videos": 12, "clips": 340, "skipped": [{"video": "bad.mp4", "reason": "unreadable"}]})
+    _write(out / "propagate.json", {"davis": {"crw": {"frames_per_s": 31.5}}})
     _write(out / "plots" / "pretrain.csv", "step,loss,accuracy,lr\n0,3.8,0.05,0.0003\n10,3.0,0.2,0.0003\n"
                                           "20,2.6,0.4,0.00009\n")
     (out / "figures" / "propagate" / "davis").mkdir(parents=True)
@@ -48,6 +49,7 @@ def test_report_shows_every_number_and_picture(partial_reports):
     assert "| random | 0.1234 | – | – |" in md
     assert "| cut | 0.75 | 0.9 |" in md
     assert "| videos | 12 |" in md and "| skipped | 1 items |" in md
+    assert "## propagate (propagate.json)" in md and "| davis.crw.frames_per_s | 31.5 |" in md
     # sections that did not run
     sections = re.split(r"\n#+ ", md)
     for title in ("Data sets (download)", "JHMDB keypoints (PCK, %)", "VIP parts (mIoU, %)"):
