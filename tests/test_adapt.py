@@ -220,3 +220,41 @@ def test_adapting_extractor_restores_between_videos(frames):
         moved = extractor(x)
     assert not torch.equal(plain, moved)
     assert torch.equal(extractor(x), plain) and state_equal(base, clone_state(model))
+
+
+def test_adapt_stage_writes_reports(tmp_path, monkeypatch):
+    """The stage end to end on a tiny set: report layout, stream curve, figures, merged metrics."""
+    import dataclasses
+    import json
+
+    from selfsup.config import Params
+    from selfsup.crw import save_checkpoint
+    from stages import adapt as stage
+    from stages.test_time import merged_metrics
+
+    monkeypatch.chdir(tmp_path)
+    write_davis(tmp_path / "data", sequences=2, n_frames=6)
+    save_checkpoint(tiny_model(), tmp_path / "crw.pt")
+    p = Params()
+    p = dataclasses.replace(
+        p, propagate=dataclasses.replace(p.propagate, context=2, topk=3, radius=4.0),
+        adapt=dataclasses.replace(p.adapt, checkpoint="crw.pt", data="data", steps=1, stream_steps=1, window=3,
+                                  frame_gap=2, batch_size=2, lr=1e-2, stream_lr=1e-2, batchnorm="train",
+                                  stream_state="state/stream.pt", device="cpu"))
+    report = stage.run(p, progress=False)
+    davis = report["davis"]
+    assert set(davis["per_sequence"]) == {"seq0", "seq1"}
+    assert 0 <= davis["frozen"]["J&F-Mean"] <= 1 and 0 <= davis["adapted"]["J&F-Mean"] <= 1
+    assert davis["gain"] == pytest.approx(davis["adapted"]["J&F-Mean"] - davis["frozen"]["J&F-Mean"])
+    curve = report["stream_curve"]
+    assert [r["video"] for r in curve] == ["seq0", "seq1"]
+    assert curve[0]["frozen"] == pytest.approx(davis["per_sequence"]["seq0"]["frozen"])
+    assert curve[0]["score"] == curve[0]["frozen"]          # scored before any training
+    assert (tmp_path / "reports/plots/stream.csv").read_text().splitlines()[0].startswith("position,video,score")
+    assert (tmp_path / "reports/figures/test_time/crw_adapt.png").stat().st_size > 0
+    assert (tmp_path / "reports/figures/test_time/stream.png").stat().st_size > 0
+    assert (tmp_path / "state/stream.pt").is_file()
+    (tmp_path / "reports/test_time").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "reports/test_time/crw.json").write_text(json.dumps(report))
+    merged = merged_metrics()
+    assert set(merged) == {"crw_adapt", "stream"} and "stream_curve" not in json.dumps(merged)

@@ -230,3 +230,28 @@ def test_online_ttt_carries_weights_and_restores_at_the_end():
         handle.remove()
     assert len(steps) == 4 * 2
     assert _equal(base, _state(model))
+
+
+def test_ttt_stage_writes_reports(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    from selfsup.config import Params
+    from stages import ttt as stage
+
+    monkeypatch.chdir(tmp_path)
+    p = Params()
+    p = dataclasses.replace(p, ttt=dataclasses.replace(
+        p.ttt, classes=4, image_size=16, train_images=16, test_images=4, width=4, groups=2, epochs=2,
+        batch_size=8, shifts=["gaussian_noise"], severities=[1, 5], ttt_steps=1, ttt_batch=4,
+        device="cpu"))
+    report = stage.run(p, progress=False)
+    assert list(report["shifts"]) == ["gaussian_noise@1", "gaussian_noise@5"]
+    for row in [report["clean"], *report["shifts"].values()]:
+        assert {"baseline", "standard", "online"} <= set(row)
+        assert all(0 <= row[k] <= 1 for k in ("baseline", "standard", "online"))
+    assert report["mean"]["baseline"] == pytest.approx(np.mean([r["baseline"] for r in report["shifts"].values()]))
+    assert load_model(tmp_path / "models/ttt/model.pt").config()["width"] == 4
+    assert len((tmp_path / "reports/plots/ttt.csv").read_text().splitlines()) == 3
+    assert (tmp_path / "reports/figures/test_time/ttt.png").stat().st_size > 0
+    json.dumps(report)
