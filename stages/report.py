@@ -32,6 +32,18 @@ from stages.tracking import git_revision, stage_run
 log = logging.getLogger("stages.report")
 
 STAGES = ("download", "clips", "pretrain", "propagate", "translate", "evaluate")
+
+
+def pipeline_stages(dvc_file: Path = Path("dvc.yaml")) -> tuple[str, ...]:
+    """The stages of dvc.yaml in file order (without this one); STAGES when there is none."""
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return STAGES
+    names = tuple(name for name in stages if name != "report")
+    return names or STAGES
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 MAX_LIST_ITEMS = 20
 
@@ -279,7 +291,7 @@ def figures_under(folder: Path) -> list[Path]:
 
 
 def build(out: Path, metrics_file: Path, mlflow_url: str, download_datasets: Sequence[str],
-          runs: Mapping[str, str]) -> tuple[Doc, dict[str, str]]:
+          runs: Mapping[str, str], stages: Sequence[str] = STAGES) -> tuple[Doc, dict[str, str]]:
     """The report document and the paper tables' Markdown (by file name)."""
     metrics = read_json(metrics_file)
     clips = read_json(out / "clips.json")
@@ -295,7 +307,7 @@ def build(out: Path, metrics_file: Path, mlflow_url: str, download_datasets: Seq
 
     doc.h(2, "Runs")
     rows, links = [], {}
-    for stage in STAGES:
+    for stage in stages:
         run_id = runs.get(stage, "")
         if run_id:
             links[(len(rows), 1)] = run_link(mlflow_url, run_id)
@@ -394,9 +406,9 @@ def _figures(doc: Doc, folder: Path, out: Path, shown: set[Path]) -> None:
 
 
 def write_report(out: Path, metrics_file: Path, mlflow_url: str, download_datasets: Sequence[str],
-                 runs: Mapping[str, str]) -> list[Path]:
+                 runs: Mapping[str, str], stages: Sequence[str] = STAGES) -> list[Path]:
     """Write index.md, index.html, curves/*.png and tables/*.md; return the files written."""
-    doc, tables = build(out, metrics_file, mlflow_url, download_datasets, runs)
+    doc, tables = build(out, metrics_file, mlflow_url, download_datasets, runs, stages)
     written = [write_text(out / "index.md", doc.markdown()),
                write_text(out / "index.html", doc.html("selfsup report"))]
     for name, text in tables.items():
@@ -409,8 +421,10 @@ def main() -> None:
     p = params()
     out = Path(p.report.out)
     with stage_run("report", p.report) as run:
-        runs = find_stage_runs(STAGES)
-        written = write_report(out, Path(p.evaluate.out), p.report.mlflow_url, p.download.datasets, runs)
+        stages = pipeline_stages()
+        runs = find_stage_runs(stages)
+        written = write_report(out, Path(p.evaluate.out), p.report.mlflow_url, p.download.datasets, runs,
+                               stages)
         for path in written:
             run.log_artifact(path, "report")
         if (out / "curves").is_dir():

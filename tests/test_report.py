@@ -110,8 +110,12 @@ def test_report_stage_links_the_runs_of_its_pipeline(partial_reports, tmp_path, 
     project = tmp_path
     (project / "params.yaml").write_text("evaluate:\n  out: reports/metrics.json\nreport:\n  out: reports\n"
                                          "  mlflow_url: http://127.0.0.1:5001\n")
+    (project / "dvc.yaml").write_text("stages:\n  evaluate:\n    cmd: x\n  adapt:\n    cmd: y\n  report:\n    cmd: z\n")
     monkeypatch.chdir(project)
     report.main()
+    index = (partial_reports / "index.md").read_text()
+    assert f"| evaluate | [{evaluate.run_id}](" in index and "| adapt | not tracked |" in index
+    assert "| pretrain |" not in index
     davis = (partial_reports / "tables" / "crw-davis.md").read_text()
     assert f"#/runs/{evaluate.run_id}" in davis and f"#/runs/{parent.run_id}" in davis
     runs = client().search_runs([parent.experiment_id],
