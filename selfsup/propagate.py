@@ -546,7 +546,7 @@ def _progress(items, desc: str, enabled: bool):
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="video")
+    return tqdm(items, desc=desc, unit="video", disable=None)   # bars on terminals only
 
 
 def _stats(videos: int, frames: int, seconds: float) -> dict:

@@ -286,7 +286,7 @@ def evaluate_davis(root: str | Path, results: str | Path, set_name: str = "val",
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(jobs, desc="DAVIS J&F", unit="seq")
+            it = tqdm(jobs, desc="DAVIS J&F", unit="seq", disable=None)   # bars on terminals only
         scores = [_score_job(job) for job in it]
     out = DavisScores(scores, set_name)
     if set_name == "val" and len(names) == 30 and out.n_objects != DAVIS17_VAL_OBJECTS:
