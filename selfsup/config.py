@@ -584,6 +584,167 @@ class TTTParams:
             raise ValueError(f"lr_milestones = {self.lr_milestones}: fractions strictly between 0 and 1")
 
 
+# --- baselines (selfsup.baselines; the `baselines` stage) ---------------------------------------
+
+_BASELINE_OPS = ["crop", "flip", "rotation", "color", "grayscale", "blur", "noise", "cutout"]
+_EVAL_SETS = ["davis", "jhmdb", "vip"]
+
+
+@dataclass(frozen=True)
+class BaselinesExemplarParams:
+    classes: int = param(128, ge=2, help="surrogate classes = seed patches (the paper: 8000)")
+    seed_size: int = param(64, ge=8, help="side of each seed region, clip-cache pixels")
+    batch_size: int = param(32, ge=1, help="augmented patches per step")
+    steps: int = param(200, ge=1)
+    lr: float = param(1e-3, gt=0)
+
+
+@dataclass(frozen=True)
+class BaselinesSimCLRParams:
+    batch_size: int = param(16, ge=2, help="images per step, two views each (the paper: 256-4096)")
+    temperature: float = param(0.2, gt=0, help="NT-Xent temperature (the paper: 0.1 on ImageNet)")
+    steps: int = param(200, ge=1)
+    lr: float = param(1e-3, gt=0)
+
+
+@dataclass(frozen=True)
+class BaselinesColorizationParams:
+    clusters: int = param(16, ge=2, help="k-means colour clusters in the ab plane (the paper: 16)")
+    kmeans_pixels: int = param(20000, ge=100, help="training pixels the clusters are fitted on")
+    frame_size: int = param(64, ge=16, help="frame side at training (the paper: 256)")
+    batch_size: int = param(4, ge=1, help="clips per step, each 3 reference frames + 1 target")
+    temperature: float = param(1.0, gt=0, help="attention softmax temperature (the paper: 1)")
+    steps: int = param(200, ge=1)
+    lr: float = param(1e-3, gt=0)
+
+
+@dataclass(frozen=True)
+class BaselinesEvalParams:
+    sets: list[str] = param(["davis", "jhmdb", "vip"], choices=_EVAL_SETS,
+                            help="propagation sets every model is scored on")
+    videos: int = param(1, ge=0, help="first N videos of each set (0 = all)")
+    ablation_sets: list[str] = param(["davis"], choices=_EVAL_SETS,
+                                     help="propagation sets of the leave-one-out models")
+    probe_size: int = param(48, ge=8, help="side of the probe crops")
+    probe_train: int = param(256, ge=2, help="probe crops from training videos, per task")
+    probe_test: int = param(128, ge=1, help="probe crops from held-out videos, per task")
+    colours: int = param(6, ge=2, help="tint classes of the colour probe")
+    retrieval_size: int = param(64, ge=8, help="side of the object crops")
+    retrieval_per_object: int = param(6, ge=2, help="frames per DAVIS object (the first is the query)")
+    esvm_jitter: int = param(8, ge=0, help="jittered copies of the query added as positives")
+    top_k: list[int] = param([1, 5], help="precision@k cut-offs")
+    grid: int = param(2, ge=1, le=8, help="descriptors (probes, retrieval): layer3 map average pooled "
+                                         "to grid x grid")
+
+    def validate(self) -> None:
+        if not self.top_k or min(self.top_k) < 1:
+            raise ValueError(f"top_k must list values >= 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class BaselinesParams:
+    out: str = param("models/baselines", help="checkpoints: <out>/<method>/checkpoint.pt, <out>/ablation/")
+    results: str = param("outputs/baselines", help="propagation results and retrieval crops")
+    data: str = param("data/raw/synthetic", help="folder holding DAVIS/, jhmdb/, vip/")
+    clips: str = param("data/clips", help="clip cache the methods train on")
+    crw_checkpoint: str = param("models/crw/checkpoint.pt", help="CRW model compared against")
+    methods: list[str] = param(["exemplar", "simclr", "colorization"],
+                               choices=["exemplar", "simclr", "colorization"])
+    augmentations: list[str] = param(["crop", "flip", "color", "grayscale", "blur"], choices=_BASELINE_OPS,
+                                     help="SimCLR's augmentation family (also the leave-one-out list)")
+    ablation: bool = param(True, help="train SimCLR once per left-out augmentation")
+    image_size: int = param(32, ge=8, help="side of the augmented views / patches")
+    width: float = param(0.125, gt=0, le=4, help="encoder width multiplier (1.0 = ResNet-18)")
+    device: str = param("auto", choices=["auto", "cpu", "cuda"])
+    exemplar: BaselinesExemplarParams = param(BaselinesExemplarParams())
+    simclr: BaselinesSimCLRParams = param(BaselinesSimCLRParams())
+    colorization: BaselinesColorizationParams = param(BaselinesColorizationParams())
+    evaluate: BaselinesEvalParams = param(BaselinesEvalParams())
+
+    def validate(self) -> None:
+        if len(set(self.augmentations)) != len(self.augmentations):
+            raise ValueError(f"augmentations lists an op twice: {self.augmentations}")
+        missing = [s for s in self.evaluate.ablation_sets if s not in self.evaluate.sets]
+        if missing:
+            raise ValueError(f"evaluate.ablation_sets must be among evaluate.sets; {missing[0]!r} is not")
+        if self.ablation and "simclr" not in self.methods:
+            raise ValueError("ablation needs simclr among the methods (it ablates SimCLR's augmentations)")
+        if self.exemplar.seed_size < self.image_size // 2:
+            raise ValueError(f"exemplar.seed_size ({self.exemplar.seed_size}) is too small for "
+                             f"image_size {self.image_size}")
+
+
+# --- test-time learning (selfsup.crw.adapt, selfsup.stream, selfsup.ttt; the `adapt` and `ttt` stages) ---
+
+@dataclass(frozen=True)
+class AdaptParams:
+    """CRW test-time adaptation (an original design, spec crw.md §7) and the online stream."""
+    propagate: bool = param(False, help="also adapt to each video inside the propagate stage (off: the "
+                                        "reproduction numbers use the published protocol)")
+    checkpoint: str = param("models/crw/checkpoint.pt", help="the CRW that is adapted")
+    data: str = param("data/raw/synthetic", help="folder holding DAVIS/ (or the DAVIS folder itself)")
+    sequences: list[str] = param([], help="DAVIS val sequences in stream order (empty: all, list order)")
+    out: str = param("outputs/test_time", help="predictions: <out>/{frozen,adapted}/davis/<seq>/*.png")
+    steps: int = param(5, ge=0, help="Adam steps per video before propagating it")
+    lr: float = param(3e-4, gt=0, help="the embedded pretraining lr (published: 1e-4)")
+    window: int = param(4, ge=3, help="clip length in frames")
+    frame_gap: int = param(3, ge=1, help="frames between clip frames (24 fps video vs 8 fps training clips)")
+    batch_size: int = param(2, ge=1, help="clips per step")
+    layers: list[str] = param(["all"], choices=["all", "stem", "layer1", "layer2", "layer3", "layer4", "head"],
+                              help="parameter groups that are updated")
+    batchnorm: str = param("frozen", choices=["frozen", "train", "reestimate"],
+                           help="frozen: running statistics; train: batch statistics, running ones updated; "
+                                "reestimate: frozen steps, then statistics recomputed on the video's frames")
+    objective: str = param("patches", choices=["patches", "dense"],
+                           help="patches: the training loss on the video's frames; dense: walks between "
+                                "layer3 cells of whole frames")
+    dense_size: int = param(0, ge=0, help="dense: frames resized to this short side (0: as stored)")
+    dense_pool: int = param(2, ge=1, help="dense: layer3 cells average-pooled by this factor")
+    stream: bool = param(True, help="also run the online test-then-train stream over the sequences")
+    stream_steps: int = param(5, ge=0, help="stream: Adam steps on each video after scoring it")
+    stream_lr: float = param(3e-4, gt=0)
+    stream_state: str = param("outputs/test_time_state/stream.pt",
+                              help="stream state, rewritten after every video (a stopped stream resumes)")
+    device: str = param("auto", choices=["auto", "cpu", "cuda"])
+
+
+@dataclass(frozen=True)
+class TTTParams:
+    """Test-time training with rotation prediction (Sun et al. 2020) on synthetic shape images."""
+    out: str = param("models/ttt", help="the jointly trained model: <out>/model.pt")
+    classes: int = param(10, ge=2, le=10, help="shape classes (circle, square, triangle, ...)")
+    image_size: int = param(32, ge=16, le=256)
+    train_images: int = param(2000, ge=10)
+    test_images: int = param(100, ge=1, help="test images per shift (the same images under every shift)")
+    depth: int = param(8, ge=8, help="ResNet depth 6n+2 (paper: 26)")
+    width: int = param(16, ge=1, help="channels of the first group (paper: 16)")
+    norm: str = param("group", choices=["group", "batch"], help="paper: GroupNorm")
+    groups: int = param(8, ge=1)
+    split: str = param("layer2", choices=["layer1", "layer2"], help="last group of the shared encoder")
+    epochs: int = param(8, ge=1, help="joint training epochs (paper: 75)")
+    batch_size: int = param(64, ge=1, help="paper: 128")
+    lr: float = param(0.05, gt=0, help="SGD lr (paper: 0.1)")
+    lr_milestones: list[float] = param([0.67, 0.87], help="fractions of the epochs where lr /= 10")
+    rotation: str = param("rand", choices=["rand", "expand"], help="rotation labels per training image")
+    shifts: list[str] = param(["gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur", "fog",
+                               "brightness", "contrast", "jpeg_compression"],
+                              choices=["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
+                                       "gaussian_blur", "defocus_blur", "motion_blur", "zoom_blur", "fog",
+                                       "brightness", "contrast", "saturate", "pixelate", "jpeg_compression"])
+    severities: list[int] = param([5], choices=[1, 2, 3, 4, 5])
+    ttt_steps: int = param(5, ge=0, help="standard TTT: SGD steps per test image (paper: 10)")
+    ttt_lr: float = param(0.001, gt=0, help="paper: 0.001")
+    ttt_batch: int = param(8, ge=1, help="augmented copies per step (paper: 32)")
+    online_steps: int = param(1, ge=0, help="online TTT: steps per test image (paper: 1)")
+    device: str = param("auto", choices=["auto", "cpu", "cuda"])
+
+    def validate(self) -> None:
+        if (self.depth - 2) % 6:
+            raise ValueError(f"depth = {self.depth} must be 6n+2 (8, 14, 20, 26, ...)")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones = {self.lr_milestones}: fractions strictly between 0 and 1")
+
+
 @dataclass(frozen=True)
 class Params:
     seed: int = param(0, ge=0, help="drives every random choice of every stage")
@@ -597,6 +758,7 @@ class Params:
     report: ReportParams = param(ReportParams())
     adapt: AdaptParams = param(AdaptParams())
     ttt: TTTParams = param(TTTParams())
+    baselines: BaselinesParams = param(BaselinesParams())
     baselines: BaselinesParams = param(BaselinesParams())
 
 

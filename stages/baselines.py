@@ -1,7 +1,7 @@
 """The `baselines` stage: the systems CRW's argument starts from, trained on the same clips.
 
-    python -m stages.baselines        (params: the `baselines` section; `propagate` for top-k,
-                                       radius and temperature; `seed`)
+    python -m stages.baselines        (params: the `baselines` section; the `propagate` section's
+                                       protocol (context, top-k, radius, temperature, crop sizes); `seed`)
 
 Trains Exemplar-CNN, SimCLR and colourisation on the clip cache (and SimCLR once per left-out
 augmentation), each saved as `<out>/<method>/checkpoint.pt` (`<out>/ablation/no-<op>/...`) in
@@ -116,6 +116,7 @@ def train_methods(cfg: Any, seed: int, device: torch.device, cache: Any, run: An
 
 def evaluate_models(cfg: Any, p: Any, device: torch.device, cache: Any, checkpoints: dict[str, Path],
                     summaries: dict[str, dict]) -> dict[str, Any]:
+    from selfsup.crw import load_checkpoint
     from selfsup.propagate import build_extractor
 
     ev = cfg.evaluate
@@ -123,7 +124,9 @@ def evaluate_models(cfg: Any, p: Any, device: torch.device, cache: Any, checkpoi
                             probe_train=ev.probe_train, probe_test=ev.probe_test, colours=ev.colours,
                             retrieval_size=ev.retrieval_size, retrieval_per_object=ev.retrieval_per_object,
                             esvm_jitter=ev.esvm_jitter, top_k=tuple(ev.top_k), grid=ev.grid, seed=p.seed)
-    overrides = {"topk": p.propagate.topk, "radius": p.propagate.radius, "temperature": p.propagate.temperature}
+    q = p.propagate     # the propagate stage's protocol, so that CRW's numbers mean the same here
+    overrides = {"context": q.context, "topk": q.topk, "radius": q.radius, "temperature": q.temperature}
+    crop_sizes = {"davis": q.davis_crop_size, "jhmdb": q.jhmdb_crop_size, "vip": q.vip_crop_size}
     results_dir = Path(cfg.results)
     tasks = probe_tasks(cache, lecture)
     rset = write_object_crops(Path(cfg.data) / "DAVIS", results_dir / "retrieval", lecture)
@@ -134,19 +137,24 @@ def evaluate_models(cfg: Any, p: Any, device: torch.device, cache: Any, checkpoi
         "random": (build_extractor("random", crw_config=baseline_config(cfg.width), seed=p.seed, device=device),
                    f"random-width{cfg.width}-seed{p.seed}"),
     }
+    widths: dict[str, float | None] = {"pixels": None, "random": cfg.width}
     for method in cfg.methods:
         encoders[method] = (build_extractor("checkpoint", checkpoints[method], device=device),
                             model_identity(checkpoints[method]))
+        widths[method] = cfg.width
     crw = Path(cfg.crw_checkpoint)
     if crw.is_file():
         encoders["crw"] = (build_extractor("checkpoint", crw, device=device), model_identity(crw))
+        widths["crw"] = load_checkpoint(crw, propagation_only=True).config.width
     else:
         log.warning("%s not found: the CRW row is left out (run the pretrain stage first)", crw)
 
     def score(name: str, extractor: Any, model_id: str, sets: tuple[str, ...]) -> dict[str, Any]:
         start = time.perf_counter()
-        row = {"propagation": propagation_metrics(extractor, cfg.data, results_dir / "propagate" / name, sets,
-                                                  videos=ev.videos, overrides=overrides, device=device),
+        row = {"width": widths.get(name, cfg.width),
+               "propagation": propagation_metrics(extractor, cfg.data, results_dir / "propagate" / name, sets,
+                                                  videos=ev.videos, overrides=overrides, crop_sizes=crop_sizes,
+                                                  label_resize_interp=q.label_resize_interp, device=device),
                "probe": probe_metrics(extractor, tasks, ev.grid),
                "retrieval": retrieval_metrics(extractor, rset, lecture, model_id=model_id, cache_dir=cache_dir)}
         if name in summaries:
@@ -169,7 +177,8 @@ def evaluate_models(cfg: Any, p: Any, device: torch.device, cache: Any, checkpoi
     return {"settings": {"width": cfg.width, "videos": ev.videos, "sets": list(ev.sets),
                          "ablation_sets": list(ev.ablation_sets), "colours": ev.colours, "top_k": list(ev.top_k),
                          "augmentations": list(cfg.augmentations), "image_size": cfg.image_size,
-                         "propagation": overrides},
+                         "propagation": {**overrides, "crop_sizes": crop_sizes,
+                                         "label_resize_interp": q.label_resize_interp}},
             "chance": {t.name: t.chance for t in tasks},
             "retrieval": {"queries": len(rset.queries), "collection": int(sum(rset.identities.values())),
                           "objects": len(rset.identities)},

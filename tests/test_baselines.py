@@ -438,17 +438,17 @@ def test_render_table_lists_every_model_and_ablation_row():
     metrics = {"settings": {"width": 0.25, "videos": 1, "colours": 6, "top_k": [1, 5]},
                "chance": {"orientation": 25.0, "colour": 100 / 6},
                "retrieval": {"queries": 3, "collection": 9},
-               "models": {"pixels": {"propagation": {"davis": {"J&F-Mean": 0.5, "J-Mean": 0.4, "F-Mean": 0.6}},
+               "models": {"pixels": {"width": None, "propagation": {"davis": {"J&F-Mean": 0.5, "J-Mean": 0.4, "F-Mean": 0.6}},
                                      "probe": {"orientation": 25.0, "colour": 90.0},
                                      "retrieval": {"esvm": {"P@1": 50.0, "P@5": 40.0},
                                                    "cosine": {"P@1": 60.0, "P@5": 30.0}}},
-                          "simclr": {"propagation": {"vip": {"mIoU": 12.5}}, "probe": {},
+                          "simclr": {"width": 0.125, "propagation": {"vip": {"mIoU": 12.5}}, "probe": {},
                                      "training": {"steps": 3, "loss": 1.5, "accuracy": 0.5, "seconds": 2.0}}},
                "ablation": {"all": {"propagation": {"davis": {"J&F-Mean": 0.7}}, "training": {"loss": 2.0}},
                             "− blur": {"probe": {"colour": 33.0}}}}
     text = render_table(metrics)
-    assert "| raw pixels (stride-8 average) | 50.0 | 40.0 | 60.0 | – | – | – |" in text
-    assert "| SimCLR (NT-Xent, 2 views) | – | – | – | – | – | 12.5 |" in text
+    assert "| raw pixels (stride-8 average) | – | 50.0 | 40.0 | 60.0 | – | – | – |" in text
+    assert "| SimCLR (NT-Xent, 2 views) | 0.125 | – | – | – | – | – | 12.5 |" in text
     assert "| raw pixels (stride-8 average) | 50.0 | 40.0 | 60.0 | 30.0 |" in text
     assert "| − blur | – | – | 33.0 | – | – | – |" in text
     assert "| all | 70.0 |" in text

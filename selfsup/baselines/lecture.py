@@ -54,7 +54,7 @@ class LectureConfig:
     retrieval_min_pixels: int = 100
     esvm_jitter: int = 8
     top_k: tuple[int, ...] = (1, 5)
-    grid: int = 1
+    grid: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,11 +77,13 @@ class LectureConfig:
 
 def propagation_metrics(extractor: FeatureExtractor, data: str | Path, out: str | Path, sets: Sequence[str],
                         *, videos: int = 0, overrides: Mapping[str, Any] | None = None,
+                        crop_sizes: Mapping[str, int] | None = None, label_resize_interp: str = "linear",
                         device: str | torch.device = "cpu", progress: bool = False) -> dict[str, dict[str, float]]:
     """Propagate on each set (the first `videos` videos, 0 = all) into `<out>/<set>/` and score it.
 
     `data` holds DAVIS/, jhmdb/ and vip/ (the synthetic world's layout); `overrides` are
-    `PropagationConfig` fields (topk, radius, temperature) applied on top of each set's protocol.
+    `PropagationConfig` fields (context, topk, radius, temperature) applied on top of each set's
+    protocol; `crop_sizes` the square input size per set (-1 = native; default: the protocol's).
     """
     from .. import propagate as prop
     from ..data.davis import DavisSet
@@ -96,27 +98,30 @@ def propagation_metrics(extractor: FeatureExtractor, data: str | Path, out: str 
     for name in sets:
         root = data / SET_FOLDERS[name]
         config = prop.protocol(name, **overrides)
+        crop = (crop_sizes or {}).get(name, prop.PROTOCOLS[name]["crop_size"])
         if name == "davis":
             seqs = DavisSet(root).sequences[:limit]
-            prop.propagate_davis(extractor, root, out / name, config, sequences=seqs, device=device, progress=progress)
+            prop.propagate_davis(extractor, root, out / name, config, sequences=seqs, crop_size=crop, device=device,
+                                 progress=progress)
             s = evaluate_davis(root, out / name, sequences=seqs).summary()
             results[name] = {k: float(s[k]) for k in ("J&F-Mean", "J-Mean", "F-Mean")}
         elif name == "jhmdb":
             jhmdb = JhmdbSet(root)
             chosen = jhmdb.videos[:limit]
             prop.propagate_jhmdb(extractor, root, out / name, config, videos=[v.key for v in chosen],
-                                 device=device, progress=progress)
+                                 crop_size=crop, device=device, progress=progress)
             acc = PckAccumulator()
             for video in chosen:            # the official PCK over the chosen videos only
                 width, height = decode_size(jhmdb.frame_paths(video)[0])
                 acc.add(pck_distances(read_prediction(out / name / f"{video.key}.npy"), jhmdb.joints(video),
-                                      width, height))
+                                      width, height, grid_size=crop / 8))
             results[name] = {k: float(v) for k, v in acc.summary((0.1, 0.2)).items() if k.startswith("PCK@")}
         else:
             from ..data.vip import VipSet
 
             names = VipSet(root).videos[:limit]
-            prop.propagate_vip(extractor, root, out / name, config, videos=names, device=device, progress=progress)
+            prop.propagate_vip(extractor, root, out / name, config, videos=names, crop_size=crop,
+                               label_resize_interp=label_resize_interp, device=device, progress=progress)
             results[name] = {"mIoU": float(evaluate_vip(root, out / name, videos=names)["mIoU"])}
     return results
 
@@ -340,20 +345,22 @@ def render_table(results: Mapping[str, Any]) -> str:
     ks = s.get("top_k", [1, 5])
     videos = s.get("videos", 0)
     lines = ["# Lecture contrast: hand-made invariances, colourisation and the contrastive random walk", "",
-             "Every encoder has the same architecture (the stride-8 ResNet-18 variant at width "
-             f"{s.get('width', '?')}), trained on the same clips, and is scored by the same label propagation "
-             "and metrics as CRW. Embedded synthetic default: small models, few steps; the numbers show the "
-             "pipeline working end to end, not the papers' values.", ""]
+             "Every encoder is the stride-8 ResNet-18 variant (width multiplier in the first table), trained "
+             "on the same clips and scored by the same label propagation and metrics as CRW; features are "
+             "layer3 maps. Embedded synthetic default: small models, few steps; the numbers show the pipeline "
+             "working end to end, not the papers' values.", ""]
     subset = "every video" if not videos else f"the first {videos} video(s) of each set"
     lines += ["## Label propagation", "",
               f"Propagation on {subset}; DAVIS J&F / J / F ×100, JHMDB PCK and VIP mIoU in percent.", "",
-              "| model | DAVIS J&F | J | F | JHMDB PCK@0.1 | PCK@0.2 | VIP mIoU |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| model | width | DAVIS J&F | J | F | JHMDB PCK@0.1 | PCK@0.2 | VIP mIoU |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in models.items():
         p = m.get("propagation", {})
         dv = [100 * v if v is not None else None for v in
               (_get(p, "davis", "J&F-Mean"), _get(p, "davis", "J-Mean"), _get(p, "davis", "F-Mean"))]
-        lines.append(f"| {MODEL_LABELS.get(name, name)} | {_fmt(dv[0])} | {_fmt(dv[1])} | {_fmt(dv[2])} | "
+        width = m.get("width")
+        lines.append(f"| {MODEL_LABELS.get(name, name)} | {'–' if width is None else f'{width:g}'} | "
+                     f"{_fmt(dv[0])} | {_fmt(dv[1])} | {_fmt(dv[2])} | "
                      f"{_fmt(_get(p, 'jhmdb', 'PCK@0.1'))} | {_fmt(_get(p, 'jhmdb', 'PCK@0.2'))} | "
                      f"{_fmt(_get(p, 'vip', 'mIoU'))} |")
     chance = results.get("chance", {})

@@ -162,12 +162,14 @@ def model_identity(checkpoint: str | Path) -> str:
 
 @dataclass(frozen=True)
 class ExemplarSVMConfig:
-    """The Exemplar-SVM's regularisation: C for the positives, C for the negatives (paper: 0.5, 0.01),
-    hinge loss; the bias is learnt (as an extra feature of value `intercept_scaling`)."""
+    """The Exemplar-SVM: minimise ||w||^2 + C_pos sum_pos h(w.x + b) + C_neg sum_neg h(-w.x - b), hinge
+    h(s) = max(0, 1 - s); the paper's C_pos = 0.5, C_neg = 0.01. The paper's bias is not regularised;
+    liblinear regularises it as the weight of a constant feature `intercept_scaling`, so a large value
+    approximates the free bias."""
 
     c_positive: float = 0.5
     c_negative: float = 0.01
-    intercept_scaling: float = 1.0
+    intercept_scaling: float = 10.0
     max_iter: int = 10_000
 
     def __post_init__(self) -> None:
@@ -177,10 +179,10 @@ class ExemplarSVMConfig:
 
 def exemplar_svm(positives: np.ndarray, negatives: np.ndarray,
                  config: ExemplarSVMConfig = ExemplarSVMConfig()) -> tuple[np.ndarray, float]:
-    """Train a linear SVM (positives label 1, negatives label 0) -> (weights w, bias b).
+    """Train the Exemplar-SVM (positives label 1, negatives label 0) -> (weights w, bias b).
 
-    LinearSVC with hinge loss; per-class C = C_pos for the positives and C_neg for the negatives
-    (`class_weight` scales C = 1 per class).
+    LinearSVC minimises 1/2 ||w||^2 + sum_i C_i h(y_i (w.x_i + b)): half the paper's objective, so
+    the per-class C (C = 1 scaled by `class_weight`) are C_pos / 2 and C_neg / 2.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import LinearSVC
@@ -191,7 +193,7 @@ def exemplar_svm(positives: np.ndarray, negatives: np.ndarray,
         raise ValueError("an Exemplar-SVM needs at least one positive and one negative")
     x = np.concatenate([positives, negatives])
     y = np.concatenate([np.ones(len(positives), int), np.zeros(len(negatives), int)])
-    svm = LinearSVC(C=1.0, loss="hinge", dual=True, class_weight={1: config.c_positive, 0: config.c_negative},
+    svm = LinearSVC(C=1.0, loss="hinge", dual=True, class_weight={1: config.c_positive / 2, 0: config.c_negative / 2},
                     intercept_scaling=config.intercept_scaling, max_iter=config.max_iter, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
