@@ -102,15 +102,45 @@ def run_dense(args, device, feats, labels):
     return outs, times
 
 
+def run_video(args, device):
+    """A whole video through `propagate_features` (early frames included), features made on the fly."""
+    from selfsup.propagate import propagate_features
+
+    cfg = PropagationConfig(context=args.context, topk=args.topk, radius=args.radius,
+                            temperature=0.05, tile=args.tile, chunk_elements=args.chunk)
+    g = torch.Generator(device=device).manual_seed(1)
+
+    def frames():
+        for _ in range(args.video):
+            yield torch.randn(args.channels, args.height, args.width, generator=g, device=device)
+
+    y0 = torch.rand(args.labels, args.height, args.width, device=device)
+    sync(device)
+    t0 = time.perf_counter()
+    n = 0
+    for out in propagate_features(frames(), y0, cfg):
+        n += 1
+    out.sum().item()
+    sync(device)
+    return n / (time.perf_counter() - t0)
+
+
 def child(args) -> None:
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
-    feats, labels = make_inputs(args, device)
+    if args.method == "video":
+        torch.zeros(1, device=device)   # CUDA context before the baseline
+    else:
+        feats, labels = make_inputs(args, device)
     base = rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base_gpu = torch.cuda.memory_allocated() / 2**20
-    outs, times = (run_local if args.method == "local" else run_dense)(args, device, feats, labels)
+    if args.method == "video":
+        fps = run_video(args, device)
+        outs, times = [], [1.0 / fps]
+    else:
+        outs, times = (run_local if args.method == "local" else run_dense)(args, device, feats, labels)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"method": args.method, "seconds_per_frame": sum(times) / len(times),
               "frames_per_second": len(times) / sum(times), "peak_rss_mb": peak, "setup_rss_mb": base}
@@ -138,7 +168,10 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=None, help="score-block bound (elements)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--skip-dense", action="store_true")
-    p.add_argument("--method", choices=["local", "dense"], help=argparse.SUPPRESS)
+    p.add_argument("--video-lengths", type=int, nargs="*", default=[],
+                   help="also run whole videos of these lengths (local only): frames/s and peak memory")
+    p.add_argument("--video", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--method", choices=["local", "dense", "video"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
@@ -151,16 +184,24 @@ def main() -> None:
           f"radius {args.radius}, device {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads; {args.targets} timed target frames after {args.warmup} warm-up")
     results, outputs = {}, {}
+    passed = [a for a in sys.argv[1:] if a != "--skip-dense"]
+    if "--video-lengths" in passed:   # the child gets one --video N instead
+        i = passed.index("--video-lengths")
+        j = i + 1
+        while j < len(passed) and not passed[j].startswith("--"):
+            j += 1
+        passed = passed[:i] + passed[j:]
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ["local"] + ([] if args.skip_dense else ["dense"]):
-            out = os.path.join(tmp, method)
-            cmd = [sys.executable, __file__, "--method", method, "--out", out] + [
-                a for a in sys.argv[1:] if a != "--skip-dense"]
-            subprocess.run(cmd, check=True)
-            results[method] = json.loads(Path(out + ".json").read_text())
-            outputs[method] = torch.load(out + ".pt")
+        runs = [(m, m, []) for m in ["local"] + ([] if args.skip_dense else ["dense"])]
+        runs += [(f"video{n}", "video", ["--video", str(n)]) for n in args.video_lengths]
+        for name, method, extra in runs:
+            out = os.path.join(tmp, name)
+            subprocess.run([sys.executable, __file__, "--method", method, "--out", out] + extra + passed,
+                           check=True)
+            results[name] = json.loads(Path(out + ".json").read_text())
+            outputs[name] = torch.load(out + ".pt")
     for method, r in results.items():
-        line = (f"{method:>6}: {r['frames_per_second']:8.3f} frames/s  ({1000 * r['seconds_per_frame']:9.1f} ms/frame)  "
+        line = (f"{method:>9}: {r['frames_per_second']:8.3f} frames/s  ({1000 * r['seconds_per_frame']:9.1f} ms/frame)  "
                 f"peak RSS {r['peak_rss_mb']:8.0f} MB (setup {r['setup_rss_mb']:.0f} MB)")
         if "peak_gpu_mb" in r:
             line += f"  peak GPU {r['peak_gpu_mb']:.0f} MB (setup {r['setup_gpu_mb']:.0f} MB) on {r['gpu']}"

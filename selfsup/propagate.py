@@ -35,7 +35,7 @@ __all__ = [
     "PropagationConfig", "LabelPropagator", "LocalWindow", "propagate_features",
     "PROTOCOLS", "protocol", "FeatureExtractor", "build_extractor", "PixelFeatures",
     "load_frames", "encode_frames", "mask_labels", "labels_to_ids", "joint_heatmaps", "decode_joints",
-    "resize_label_map", "propagate_davis", "propagate_jhmdb", "propagate_vip", "resolve_device",
+    "resize_label_map", "resize_linear", "propagate_davis", "propagate_jhmdb", "propagate_vip", "resolve_device",
     "IMAGENET_MEAN", "IMAGENET_STD",
 ]
 
@@ -458,39 +458,67 @@ def encode_frames(extractor: FeatureExtractor, paths: Sequence[str | Path], crop
 # Label encodings
 # ============================================================================================
 
+def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV INTER_LINEAR taps along one axis: half-pixel centres, the source coordinate rounded
+    to float32 as OpenCV does, clamped at the borders (weight 0 on the missing neighbour)."""
+    scale = 1.0 / (dst / src)
+    coord = ((np.arange(dst) + 0.5) * scale - 0.5).astype(np.float32)
+    first = np.floor(coord).astype(np.int64)
+    frac = (coord - first.astype(np.float32)).astype(np.float32)
+    low, high = first < 0, first >= src - 1
+    frac[low | high] = 0.0
+    first[low] = 0
+    first[high] = src - 1
+    return first, np.minimum(first + 1, src - 1), (np.float32(1) - frac).astype(np.float32), frac
+
+
+def resize_linear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ...×H×W to `size` (h, w) with OpenCV INTER_LINEAR arithmetic (horizontal
+    pass, then vertical; no antialiasing), in the dtype of `x`."""
+    (out_h, out_w), (in_h, in_w) = size, x.shape[-2:]
+    out = x
+    if out_w != in_w:
+        i0, i1, w0, w1 = (torch.from_numpy(a).to(x.device) for a in _linear_taps(in_w, out_w))
+        out = out[..., i0] * w0.to(x.dtype) + out[..., i1] * w1.to(x.dtype)
+    if out_h != in_h:
+        j0, j1, v0, v1 = (torch.from_numpy(a).to(x.device) for a in _linear_taps(in_h, out_h))
+        out = out[..., j0, :] * v0.to(x.dtype)[:, None] + out[..., j1, :] * v1.to(x.dtype)[:, None]
+    return out
+
+
 def mask_labels(label_map: np.ndarray, grid: tuple[int, int], device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, torch.Tensor]:
     """(label values, soft labels K×h×w): one-hot of the distinct values (sorted, background first)
-    at image resolution, resized bilinearly (half-pixel centres, no antialias) to the grid."""
+    at image resolution, resized bilinearly (OpenCV INTER_LINEAR) to the grid."""
     values = np.unique(np.asarray(label_map))
     ids = torch.from_numpy(np.searchsorted(values, label_map).astype(np.int64)).to(device)
     onehot = F.one_hot(ids, len(values)).permute(2, 0, 1).to(dtype)
-    soft = F.interpolate(onehot[None], size=tuple(grid), mode="bilinear", align_corners=False,
-                         antialias=False)[0]
-    return values, soft
+    return values, resize_linear(onehot, tuple(grid))
 
 
 def labels_to_ids(soft: torch.Tensor, size: tuple[int, int], values: np.ndarray) -> np.ndarray:
-    """Upsample soft labels K×h×w bilinearly to `size` (H, W), argmax (first maximum), map to values."""
-    up = F.interpolate(soft[None].float(), size=tuple(size), mode="bilinear", align_corners=False,
-                       antialias=False)[0]
-    index = np.argmax(up.cpu().numpy(), axis=0)      # first maximum wins
+    """Upsample soft labels K×h×w bilinearly (OpenCV INTER_LINEAR) to `size` (H, W), argmax (first
+    maximum wins, so all-zero is background), map back to label values."""
+    up = resize_linear(soft.float(), tuple(size))
+    index = np.argmax(up.cpu().numpy(), axis=0)
     return np.asarray(values)[index]
 
 
 def resize_label_map(labels: np.ndarray, size: tuple[int, int], interp: str = "linear") -> np.ndarray:
-    """Resize an id map to `size` (H, W). "nearest": OpenCV INTER_NEAREST (src = floor(dst·scale));
+    """Resize an id map to `size` (H, W). "nearest": OpenCV INTER_NEAREST (src = floor(dst / (dst/src)));
     "linear": bilinear blend of the ids, rounded (the official square-crop path), so boundaries
-    between two classes get the ids in between."""
-    x = torch.from_numpy(np.asarray(labels, dtype=np.float32))[None, None]
+    between two classes get the ids in between (OpenCV's 11-bit fixed-point weights for uint8 may
+    round a boundary pixel differently)."""
+    labels = np.asarray(labels)
+    (out_h, out_w), (in_h, in_w) = size, labels.shape
     if interp == "nearest":
-        out = F.interpolate(x, size=tuple(size), mode="nearest")
-    elif interp == "linear":
-        out = torch.floor(F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
-                                        antialias=False) + 0.5)
-    else:
-        raise ValueError(f"label_resize_interp must be 'linear' or 'nearest', got {interp!r}")
-    return out[0, 0].numpy().astype(np.asarray(labels).dtype)
+        rows = np.minimum(np.floor(np.arange(out_h) * (1.0 / (out_h / in_h))).astype(np.int64), in_h - 1)
+        cols = np.minimum(np.floor(np.arange(out_w) * (1.0 / (out_w / in_w))).astype(np.int64), in_w - 1)
+        return labels[rows[:, None], cols[None, :]]
+    if interp == "linear":
+        out = resize_linear(torch.from_numpy(labels.astype(np.float32)), (out_h, out_w))
+        return torch.floor(out + 0.5).numpy().astype(labels.dtype)
+    raise ValueError(f"label_resize_interp must be 'linear' or 'nearest', got {interp!r}")
 
 
 def joint_heatmaps(joints: np.ndarray, image_size: tuple[int, int], grid: tuple[int, int],

@@ -328,6 +328,14 @@ def test_vip_parts_equal_dense_reference(tmp_path):
         np.testing.assert_array_equal(np.array(Image.open(out)), pg.labels_to_ids(soft, (crop, crop), values))
 
 
+def test_resize_label_map_nearest_is_opencv_floor_rule():
+    lab = np.arange(7 * 5, dtype=np.uint8).reshape(7, 5)
+    out = pg.resize_label_map(lab, (16, 3), "nearest")
+    rows = [min(math.floor(y * (1.0 / (16 / 7))), 6) for y in range(16)]
+    cols = [min(math.floor(x * (1.0 / (3 / 5))), 4) for x in range(3)]
+    np.testing.assert_array_equal(out, lab[np.ix_(rows, cols)])
+
+
 def test_resize_label_map_linear_blends_and_nearest_does_not():
     lab = np.array([[0, 10], [0, 10]], np.uint8)
     linear = pg.resize_label_map(lab, (2, 8), "linear")
@@ -340,29 +348,31 @@ def test_resize_label_map_linear_blends_and_nearest_does_not():
 # ============================================================================ encodings
 
 def opencv_linear(src, out_h, out_w):
-    """OpenCV INTER_LINEAR on float input: half-pixel centres, clamped at the borders."""
+    """OpenCV INTER_LINEAR on float input: half-pixel centres (source coordinate rounded to
+    float32), clamped at the borders."""
     h, w = src.shape
     out = np.zeros((out_h, out_w))
     for dy in range(out_h):
-        sy = (dy + 0.5) * h / out_h - 0.5
+        sy = float(np.float32((dy + 0.5) * (1.0 / (out_h / h)) - 0.5))
         y0 = math.floor(sy)
-        fy = sy - y0
+        fy = float(np.float32(sy - y0))
         if y0 < 0:
             y0, fy = 0, 0.0
         if y0 >= h - 1:
             y0, fy = h - 1, 0.0
         y1 = min(y0 + 1, h - 1)
         for dx in range(out_w):
-            sx = (dx + 0.5) * w / out_w - 0.5
+            sx = float(np.float32((dx + 0.5) * (1.0 / (out_w / w)) - 0.5))
             x0 = math.floor(sx)
-            fx = sx - x0
+            fx = float(np.float32(sx - x0))
             if x0 < 0:
                 x0, fx = 0, 0.0
             if x0 >= w - 1:
                 x0, fx = w - 1, 0.0
             x1 = min(x0 + 1, w - 1)
-            out[dy, dx] = ((1 - fy) * ((1 - fx) * src[y0, x0] + fx * src[y0, x1])
-                           + fy * ((1 - fx) * src[y1, x0] + fx * src[y1, x1]))
+            a0, a1 = float(np.float32(1 - fx)), fx
+            b0, b1 = float(np.float32(1 - fy)), fy
+            out[dy, dx] = b0 * (a0 * src[y0, x0] + a1 * src[y0, x1]) + b1 * (a0 * src[y1, x0] + a1 * src[y1, x1])
     return out
 
 
