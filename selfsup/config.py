@@ -313,12 +313,26 @@ class PretrainParams:
 @dataclass(frozen=True)
 class PropagateParams:
     sets: list[str] = param(["davis", "jhmdb", "vip"], choices=["davis", "jhmdb", "vip"])
-    models: list[str] = param(["crw", "random", "pixels"])
-    out: str = param("outputs/propagate")
-    context: int = param(20, ge=0)
+    models: list[str] = param(["crw", "random", "pixels"], choices=["crw", "random", "pixels", "imagenet"],
+                              help="crw: `checkpoint`; random: seeded random init of its architecture; "
+                                   "pixels: 8×8-pooled pixels; imagenet: torchvision ResNet-18 `imagenet_weights`")
+    data: str = param("data/raw/synthetic", help="folder holding DAVIS/, jhmdb/ and vip/ (or vip/VIP_Fine)")
+    checkpoint: str = param("models/crw/checkpoint.pt", help="CRW weights of model `crw`")
+    imagenet_weights: str | None = param(None, help="torchvision-layout ResNet-18 file of model `imagenet`")
+    out: str = param("outputs/propagate", help="results: <out>/<model>/<set>/ in each set's result format")
+    figures: str = param("reports/figures/propagate", help="overlay GIFs: <figures>/<model>/<set>/<video>.gif")
+    timing: str = param("reports/propagate.json", help="frames, seconds and frames/s of every run")
+    gif_videos: int = param(2, ge=0, help="videos per set and model drawn as GIFs")
+    context: int = param(20, ge=0, help="short-term context frames L (official: DAVIS 20, JHMDB 7, VIP 4)")
     topk: int = param(10, ge=1)
-    radius: float = param(12.0, gt=0)
+    radius: float = param(12.0, gt=0, help="feature-grid cells; short-term keys with distance < radius")
     temperature: float = param(0.05, gt=0)
+    davis_crop_size: int = param(-1, ge=-1, help="square input size for DAVIS; -1 = native (official)")
+    jhmdb_crop_size: int = param(320, ge=8, help="square input size for JHMDB (official 320)")
+    vip_crop_size: int = param(560, ge=8, help="square input size for VIP (official 560)")
+    label_resize_interp: str = param("linear", choices=["linear", "nearest"],
+                                     help="VIP first-label resize to the crop (official quirk: linear)")
+    batch_size: int = param(8, ge=1, help="frames encoded at once")
     device: str = param("auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -344,6 +358,8 @@ class TranslateParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     out: str = param("reports/metrics.json")
+    details: str = param("reports/evaluation", help="per object / joint / class scores: <details>/<set>-<model>.json")
+    workers: int = param(1, ge=1, help="processes scoring DAVIS sequences in parallel")
 
 
 @dataclass(frozen=True)
