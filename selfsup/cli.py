@@ -20,7 +20,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "table": ("pipeline.tables", "regenerate a paper table (or its synthetic counterpart)"),
     "runs": ("pipeline.compare", "compare tracked runs side by side"),
     "retrieve": ("selfsup.baselines.cli", "Exemplar-SVM retrieval: rank a folder of images against a query"),
-    "retrieve": ("selfsup.baselines.cli", "Exemplar-SVM retrieval: rank a folder of images against a query"),
 }
 
 
