@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,7 +34,6 @@ from selfsup.baselines.lecture import (LectureConfig, probe_metrics, probe_tasks
 from selfsup.baselines.models import (FramePool, OptimConfig, TrainHistory, baseline_config, build_model,
                                       resolve_device, save_baseline)
 from selfsup.baselines.retrieval import model_identity
-from selfsup.config import as_dict
 from selfsup.io import write_json, write_text
 from stages.common import params, setup_logging
 from stages.tracking import stage_run
@@ -53,32 +53,69 @@ def _training_summary(history: TrainHistory, steps: int) -> dict[str, float]:
             "seconds": history.seconds}
 
 
+def data_fingerprint(cache: Any) -> dict[str, Any]:
+    """What identifies the training data: the frame cache's size and modification time."""
+    frames = Path(cache.path) / "frames.npy"
+    st = frames.stat()
+    return {"clips": str(cache.path), "frames": int(cache.frames.shape[0]), "videos": len(cache.videos),
+            "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _finished(path: Path, method: str, settings: dict) -> dict | None:
+    """The stored training summary and curve of a checkpoint trained with exactly `settings`, else None
+    (so that a rerun after an interruption skips what is done)."""
+    from selfsup.crw.checkpoint import CheckpointError, read_state_dict
+
+    if not path.is_file():
+        return None
+    try:
+        _, meta = read_state_dict(path)
+    except (CheckpointError, OSError, ValueError):
+        return None
+    extra = meta.get("extra", {})
+    wanted = json.loads(json.dumps({"method": method, **settings}))
+    if json.loads(json.dumps(extra.get("baseline"))) != wanted or "training" not in extra:
+        return None
+    return {"training": extra["training"], "history": extra.get("history", [])}
+
+
 def train_methods(cfg: Any, seed: int, device: torch.device, cache: Any, run: Any) -> tuple[dict, dict, list]:
     """Train every method (and the ablation); returns ({name: checkpoint}, {name: training summary},
-    curve rows)."""
+    curve rows). A checkpoint already trained with the same settings and data is kept."""
     pool = FramePool.from_cache(cache)
     out = Path(cfg.out)
     checkpoints: dict[str, Path] = {}
     summaries: dict[str, dict] = {}
     curves: list[dict] = []
     family = aug.AugmentConfig(ops=tuple(cfg.augmentations), size=cfg.image_size)
+    data = data_fingerprint(cache)
 
-    def record(name: str, history: TrainHistory, steps: int) -> None:
-        summaries[name] = _training_summary(history, steps)
-        for row in history.rows:
+    def train(name: str, method: str, path: Path, config: Any, head_dim: int, head_depth: int,
+              fit: Callable[[Any], TrainHistory], finish: Callable[[Any], dict] | None = None) -> None:
+        settings = {**config.to_dict(), "width": cfg.width, "head_dim": head_dim, "data": data}
+        done = _finished(path, method, settings)
+        if done is not None:
+            log.info("%s: %s is up to date, kept", name, path)
+            summaries[name], rows = done["training"], done["history"]
+        else:
+            model = build_model(baseline_config(cfg.width, head_dim, head_depth), seed).to(device)
+            history = fit(model)
+            extra = finish(model) if finish else {}
+            summaries[name], rows = _training_summary(history, config.optim.steps), history.rows
+            save_baseline(model, path, method, settings, history=rows, training=summaries[name], **extra)
+            log.info("%s: %d steps in %.0f s, final loss %.3f, accuracy %.3f", name, config.optim.steps,
+                     history.seconds, summaries[name]["loss"], summaries[name]["accuracy"])
+        checkpoints[name] = path
+        for row in rows:
             curves.append({"method": name, **row})
             run.log_metrics({f"train.{name}.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
-        log.info("%s: %d steps in %.0f s, final loss %.3f, accuracy %.3f", name, steps, history.seconds,
-                 summaries[name]["loss"], summaries[name]["accuracy"])
 
     def simclr(name: str, family_: aug.AugmentConfig, path: Path) -> None:
         sc = cfg.simclr
         config = SimCLRConfig(batch_size=sc.batch_size, temperature=sc.temperature, augment=family_,
                               optim=OptimConfig(steps=sc.steps, lr=sc.lr), seed=seed)
-        model = build_model(baseline_config(cfg.width, EMBED_DIM, head_depth=1), seed).to(device)
-        history = train_simclr(model, pool, config, progress=True, desc=name)
-        checkpoints[name] = save_baseline(model, path, "simclr", config.to_dict(), history=history.rows)
-        record(name, history, sc.steps)
+        train(name, "simclr", path, config, EMBED_DIM, 1,
+              lambda model: train_simclr(model, pool, config, progress=True, desc=name))
 
     for method in cfg.methods:
         path = out / method / "checkpoint.pt"
@@ -87,27 +124,29 @@ def train_methods(cfg: Any, seed: int, device: torch.device, cache: Any, run: An
             config = ExemplarConfig(classes=ec.classes, seed_size=ec.seed_size, batch_size=ec.batch_size,
                                     augment=EXEMPLAR_AUGMENT.replace(size=cfg.image_size),
                                     optim=OptimConfig(steps=ec.steps, lr=ec.lr), seed=seed)
-            model = build_model(baseline_config(cfg.width, ec.classes, head_depth=1), seed).to(device)
-            history = train_exemplar(model, pool, config, progress=True)
-            checkpoints[method] = save_baseline(model, path, method, config.to_dict(), history=history.rows)
-            record(method, history, ec.steps)
+            train(method, method, path, config, ec.classes, 1,
+                  lambda model: train_exemplar(model, pool, config, progress=True))
         elif method == "simclr":
             simclr(method, family, path)
         else:
             cc = cfg.colorization
-            start = time.perf_counter()
-            centres = fit_colour_clusters(cache.frames, cc.clusters, cc.kmeans_pixels, seed)
-            log.info("colour clusters: %d in %.1f s", cc.clusters, time.perf_counter() - start)
             config = ColorizationConfig(clusters=cc.clusters, kmeans_pixels=cc.kmeans_pixels,
                                         frame_size=cc.frame_size, temperature=cc.temperature,
                                         batch_size=cc.batch_size, optim=OptimConfig(steps=cc.steps, lr=cc.lr),
                                         seed=seed)
-            model = build_model(baseline_config(cfg.width, COLOUR_EMBED_DIM, head_depth=0), seed).to(device)
-            history = train_colorization(model, cache, centres, config, progress=True)
-            fold_gray_input(model)      # the saved encoder takes RGB like every other checkpoint
-            checkpoints[method] = save_baseline(model, path, method, {**config.to_dict(), "centres": centres.tolist()},
-                                                history=history.rows)
-            record(method, history, cc.steps)
+            centres: list = []
+
+            def fit(model: Any) -> TrainHistory:
+                start = time.perf_counter()
+                centres.append(fit_colour_clusters(cache.frames, cc.clusters, cc.kmeans_pixels, seed))
+                log.info("colour clusters: %d in %.1f s", cc.clusters, time.perf_counter() - start)
+                return train_colorization(model, cache, centres[0], config, progress=True)
+
+            def finish(model: Any) -> dict:
+                fold_gray_input(model)      # the saved encoder takes RGB like every other checkpoint
+                return {"colour_centres": centres[0].tolist()}
+
+            train(method, method, path, config, COLOUR_EMBED_DIM, 0, fit, finish)
     if cfg.ablation:
         for op in cfg.augmentations:
             simclr(f"no-{op}", family.without(op), out / "ablation" / f"no-{op}" / "checkpoint.pt")

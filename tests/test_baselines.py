@@ -465,3 +465,58 @@ def test_params_section_validates(tmp_path):
     path.write_text("baselines:\n  augmentations: [crop, sharpen]\n")
     with pytest.raises(ParamsError, match="sharpen"):
         load_params(path)
+
+
+def test_propagation_crops_and_retrieval_on_a_tiny_davis(tmp_path):
+    from selfsup.baselines.lecture import LectureConfig, propagation_metrics, retrieval_metrics, write_object_crops
+    from selfsup.propagate import PixelFeatures
+
+    from tiny_davis import write_davis
+
+    root = write_davis(tmp_path / "data", sequences=2, n_frames=6)
+    pixels = PixelFeatures(8)
+    scores = propagation_metrics(pixels, root, tmp_path / "out", ["davis"], videos=1,
+                                 overrides={"context": 2, "radius": 3.0})
+    assert set(scores["davis"]) == {"J&F-Mean", "J-Mean", "F-Mean"}
+    assert 0 <= scores["davis"]["J&F-Mean"] <= 1
+    assert sorted(p.name for p in (tmp_path / "out" / "davis").iterdir()) == ["seq0"]     # the first video only
+
+    cfg = LectureConfig(retrieval_per_object=3, retrieval_min_pixels=20, retrieval_size=16, esvm_jitter=2, grid=1)
+    rset = write_object_crops(root / "DAVIS", tmp_path / "crops", cfg)
+    assert [identity_of(q) for q in rset.queries] == ["seq0__obj1", "seq1__obj1", "seq1__obj2"]
+    assert rset.identities == {"seq0__obj1": 2, "seq1__obj1": 2, "seq1__obj2": 2}
+    assert len(list(rset.collection.glob("*.png"))) == 6
+    result = retrieval_metrics(pixels, rset, cfg, model_id="pixels")
+    assert set(result) == {"esvm", "cosine"} and set(result["cosine"]) == {"P@1", "P@5"}
+    # the cosine numbers, recomputed by brute force from the crops on disk
+    from selfsup.baselines.retrieval import describe, read_images
+
+    files = sorted(rset.collection.glob("*.png"))
+    col = describe(pixels, read_images(files, 16), 1)
+    hits1, hits5 = [], []
+    for q in rset.queries:
+        d = describe(pixels, read_images([q], 16), 1)[0]
+        sims = [float(np.dot(d, c)) for c in col]
+        ranked = sorted(range(len(files)), key=lambda i: -sims[i])
+        same = [identity_of(files[i]) == identity_of(q) for i in ranked]
+        hits1.append(sum(same[:1]) / 1)
+        hits5.append(sum(same[:5]) / 5)
+    assert result["cosine"]["P@1"] == pytest.approx(100 * np.mean(hits1))
+    assert result["cosine"]["P@5"] == pytest.approx(100 * np.mean(hits5))
+    assert result["cosine"]["P@5"] <= 100.0 * 2 / 5 + 1e-9               # only 2 matches per query exist
+
+
+def test_stage_keeps_only_checkpoints_trained_with_the_same_settings(tmp_path):
+    from stages.baselines import _finished
+
+    model = build_model(baseline_config(0.125, 8), 0)
+    settings = {"batch_size": 4, "augment": {"ops": ["crop"]}, "data": {"frames": 10}}
+    path = save_baseline(model, tmp_path / "m.pt", "simclr", settings, training={"steps": 2, "loss": 1.0},
+                         history=[{"step": 2, "loss": 1.0}])
+    done = _finished(path, "simclr", settings)
+    assert done == {"training": {"steps": 2, "loss": 1.0}, "history": [{"step": 2, "loss": 1.0}]}
+    assert _finished(path, "simclr", {**settings, "batch_size": 8}) is None
+    assert _finished(path, "exemplar", settings) is None
+    assert _finished(tmp_path / "missing.pt", "simclr", settings) is None
+    (tmp_path / "bad.pt").write_bytes(b"truncated")
+    assert _finished(tmp_path / "bad.pt", "simclr", settings) is None

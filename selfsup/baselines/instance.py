@@ -18,7 +18,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -158,9 +157,8 @@ def train_simclr(model: CRW, pool: FramePool, config: SimCLRConfig, *, progress:
 
     def step(_: int) -> tuple[torch.Tensor, dict[str, float]]:
         images = pool.sample(config.batch_size, generator)
-        v1 = augment(images, config.augment, generator)
-        v2 = augment(images, config.augment, generator)
-        z = pooled_embedding(model, _normalise(model, torch.cat([v1, v2]), device))
+        views = augment(torch.cat([images, images]), config.augment, generator)   # two independent views
+        z = pooled_embedding(model, _normalise(model, views, device))
         loss, acc = nt_xent(z[: config.batch_size], z[config.batch_size:], config.temperature)
         return loss, {"accuracy": float(acc)}
 
@@ -185,8 +183,3 @@ def train_exemplar(model: CRW, pool: FramePool, config: ExemplarConfig, *, progr
         return loss, {"accuracy": float(acc)}
 
     return optimise(model, step, config.optim, desc=desc, progress=progress)
-
-
-def seed_patch_numpy(seeds: torch.Tensor) -> np.ndarray:
-    """Seed patches as uint8 images (n x S x S x 3), e.g. for a contact sheet."""
-    return (seeds.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)

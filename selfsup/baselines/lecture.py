@@ -23,12 +23,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .augment import hsv_to_rgb
 from .models import FramePool
-from .retrieval import (DescriptorConfig, ExemplarSVMConfig, describe, encode_collection, list_images,
-                        mean_precision_at_k, query_jitter, rank_cosine, rank_esvm, read_images)
+from .retrieval import (DescriptorConfig, ExemplarSVMConfig, describe, encode_collection, mean_precision_at_k,
+                        query_jitter, rank_cosine, rank_esvm, read_images)
 
 __all__ = ["LectureConfig", "propagation_metrics", "ProbeTask", "probe_tasks", "linear_probe", "probe_metrics",
            "RetrievalSet", "write_object_crops", "retrieval_metrics", "render_table", "identity_of",
@@ -271,7 +270,7 @@ def write_object_crops(davis_root: str | Path, out: str | Path, config: LectureC
                                     config.retrieval_size)
                 crops.setdefault(f"{seq}__obj{obj}", []).append((annotations[t].stem, crop))
     out = Path(out)
-    queries, identities = [], {}
+    identities: dict[str, int] = {}
     with atomic_dir(out) as tmp:
         (tmp / "queries").mkdir()
         (tmp / "collection").mkdir()

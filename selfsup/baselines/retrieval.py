@@ -31,7 +31,7 @@ from .augment import AugmentConfig, augment
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "read_images", "describe", "DescriptorConfig",
            "collection_key", "encode_collection", "ExemplarSVMConfig", "exemplar_svm", "rank_esvm",
            "rank_cosine", "precision_at_k", "mean_precision_at_k", "query_jitter", "default_cache_dir",
-           "QUERY_JITTER"]
+           "model_identity", "QUERY_JITTER"]
 
 log = logging.getLogger(__name__)
 
