@@ -401,7 +401,7 @@ def test_collection_cache_hits_and_invalidates(tmp_path):
         calls.append(len(x))
         return torch.nn.functional.avg_pool2d(x, 8, ceil_mode=True)
 
-    cfg = DescriptorConfig(size=16)
+    cfg = DescriptorConfig(size=16, grid=1)
     files, d1, cached = encode_collection(extractor, folder, model_id="m", config=cfg, cache_dir=tmp_path / "c")
     assert not cached and d1.shape == (3, 3) and [f.name for f in files] == ["0.png", "1.png", "2.png"]
     _, d2, cached = encode_collection(extractor, folder, model_id="m", config=cfg, cache_dir=tmp_path / "c")

@@ -29,8 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter", type=int, default=8,
                         help="jittered copies of the query added as SVM positives (default 8; 0 = the query alone)")
     parser.add_argument("--size", type=int, default=64, help="images are resized to size x size (default 64)")
-    parser.add_argument("--grid", type=int, default=1,
-                        help="feature map average pooled to grid x grid (default 1 = global average)")
+    parser.add_argument("--grid", type=int, default=2,
+                        help="feature map average pooled to grid x grid (default 2; 1 = global average)")
     parser.add_argument("--c-positive", type=float, default=0.5, help="SVM C of the positives (default 0.5)")
     parser.add_argument("--c-negative", type=float, default=0.01, help="SVM C of the negatives (default 0.01)")
     parser.add_argument("--cache-dir", default=None,

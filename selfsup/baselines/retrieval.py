@@ -84,7 +84,7 @@ def read_images(paths: Sequence[str | Path], size: int) -> torch.Tensor:
 @dataclass(frozen=True)
 class DescriptorConfig:
     size: int = 64          # images are resized to size x size before encoding
-    grid: int = 1           # layer3 map average pooled to grid x grid (1 = global average)
+    grid: int = 2           # layer3 map average pooled to grid x grid (1 = global average)
 
     def __post_init__(self) -> None:
         if self.size < 8 or self.grid < 1:
