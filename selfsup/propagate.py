@@ -500,7 +500,10 @@ def labels_to_ids(soft: torch.Tensor, size: tuple[int, int], values: np.ndarray)
     """Upsample soft labels K×h×w bilinearly (OpenCV INTER_LINEAR) to `size` (H, W), argmax (first
     maximum wins, so all-zero is background), map back to label values."""
     up = resize_linear(soft.float(), tuple(size))
-    index = np.argmax(up.cpu().numpy(), axis=0)
+    if up.is_cuda:   # reduce on the device, move only the indices
+        index = up.argmax(0).to(torch.uint8 if up.shape[0] <= 256 else torch.int64).cpu().numpy()
+    else:            # NumPy's reduction over the leading axis is the faster one on the CPU
+        index = np.argmax(up.numpy(), axis=0)
     return np.asarray(values)[index]
 
 
