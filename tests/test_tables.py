@@ -43,7 +43,7 @@ def test_kinetics_profile_is_the_published_recipe():
 
 def test_profiles_join_data_sets_and_extra_replaces():
     merged = profiles.combine(["kinetics-crw", "davis", "jhmdb"], {"propagate.context": 5})
-    assert merged["download"]["datasets"] == ["kinetics400", "davis", "jhmdb"]
+    assert merged["download"]["datasets"] == ["kinetics400", "davis", "imagenet_resnet18", "jhmdb"]
     assert merged["propagate"]["sets"] == ["davis", "jhmdb"]
     assert merged["propagate"]["context"] == 5
     assert profiles.combine(["horse2zebra-cut", "horse2zebra-fastcut"])["translate"]["modes"] == ["cut", "fastcut"]
