@@ -512,6 +512,8 @@ class BaselinesParams:
     image_size: int = param(32, ge=8, help="side of the augmented views / patches")
     width: float = param(0.125, gt=0, le=4, help="encoder width multiplier (1.0 = ResNet-18)")
     device: str = param("auto", choices=["auto", "cpu", "cuda"])
+    threads: int = param(1, ge=0, help="CPU threads of PyTorch (0 = its default); small convolutions "
+                                       "run best on one thread per process")
     exemplar: BaselinesExemplarParams = param(BaselinesExemplarParams())
     simclr: BaselinesSimCLRParams = param(BaselinesSimCLRParams())
     colorization: BaselinesColorizationParams = param(BaselinesColorizationParams())
@@ -577,11 +579,13 @@ class TTTParams:
     norm: str = param("group", choices=["group", "batch"], help="paper: GroupNorm")
     groups: int = param(8, ge=1)
     split: str = param("layer2", choices=["layer1", "layer2"], help="last group of the shared encoder")
-    epochs: int = param(8, ge=1, help="joint training epochs (paper: 75)")
-    batch_size: int = param(64, ge=1, help="paper: 128")
+    epochs: int = param(10, ge=1, help="joint training epochs (paper: 75)")
+    batch_size: int = param(32, ge=1, help="paper: 128")
     lr: float = param(0.05, gt=0, help="SGD lr (paper: 0.1)")
     lr_milestones: list[float] = param([0.67, 0.87], help="fractions of the epochs where lr /= 10")
     rotation: str = param("rand", choices=["rand", "expand"], help="rotation labels per training image")
+    train_augment: bool = param(False, help="random crops and flips in joint training (paper: on; off "
+                                            "learns faster in a short run)")
     shifts: list[str] = param(["gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur", "fog",
                                "brightness", "contrast", "jpeg_compression"],
                               choices=["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",

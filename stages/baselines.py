@@ -253,6 +253,8 @@ def main() -> int:
     p = params()
     cfg = p.baselines
     device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(p.seed)
     np.random.seed(p.seed)
     from selfsup.data.video import ClipCache

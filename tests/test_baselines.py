@@ -21,6 +21,17 @@ from selfsup.baselines.models import (FramePool, OptimConfig, baseline_config, b
 from selfsup.baselines.retrieval import (DescriptorConfig, encode_collection, exemplar_svm, mean_precision_at_k,
                                          precision_at_k, rank_cosine, rank_esvm)
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small convolutions run fastest on one thread (and no thread waits on another)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 
 # ------------------------------------------------------------------------------------------------
 # Losses against slow loops

@@ -9,6 +9,17 @@ import pytest
 from selfsup.cli import main
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small convolutions run fastest on one thread (and no thread waits on another)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Two groups of noisy images: reddish and bluish; the query is reddish."""
