@@ -416,11 +416,13 @@ class TTTParams:
     norm: str = param("group", choices=["group", "batch"], help="paper: GroupNorm")
     groups: int = param(8, ge=1)
     split: str = param("layer2", choices=["layer1", "layer2"], help="last group of the shared encoder")
-    epochs: int = param(8, ge=1, help="joint training epochs (paper: 75)")
-    batch_size: int = param(64, ge=1, help="paper: 128")
+    epochs: int = param(10, ge=1, help="joint training epochs (paper: 75)")
+    batch_size: int = param(32, ge=1, help="paper: 128")
     lr: float = param(0.05, gt=0, help="SGD lr (paper: 0.1)")
     lr_milestones: list[float] = param([0.67, 0.87], help="fractions of the epochs where lr /= 10")
     rotation: str = param("rand", choices=["rand", "expand"], help="rotation labels per training image")
+    train_augment: bool = param(False, help="random crops and flips in joint training (paper: on; off "
+                                            "learns faster in a short run)")
     shifts: list[str] = param(["gaussian_noise", "impulse_noise", "defocus_blur", "motion_blur", "fog",
                                "brightness", "contrast", "jpeg_compression"],
                               choices=["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
@@ -531,8 +533,6 @@ class BaselinesParams:
             raise ValueError(f"exemplar.seed_size ({self.exemplar.seed_size}) is too small for "
                              f"image_size {self.image_size}")
 
-
-# --- test-time learning (selfsup.crw.adapt, selfsup.stream, selfsup.ttt; the `adapt` and `ttt` stages) ---
 
 @dataclass(frozen=True)
 class Params:

@@ -40,10 +40,7 @@ def adapt_config(cfg: AdaptParams, seed: int, stream: bool = False) -> Any:
     """The library's AdaptConfig from the `adapt` params section (stream: its own steps and lr)."""
     from selfsup.crw.adapt import AdaptConfig
 
-    return AdaptConfig(steps=cfg.stream_steps if stream else cfg.steps, lr=cfg.stream_lr if stream else cfg.lr,
-                       window=cfg.window, frame_gap=cfg.frame_gap, batch_size=cfg.batch_size,
-                       layers=tuple(cfg.layers), batchnorm=cfg.batchnorm, objective=cfg.objective,
-                       dense_size=cfg.dense_size, dense_pool=cfg.dense_pool, seed=seed)
+    return AdaptConfig.from_params(cfg, seed, stream=stream)
 
 
 def propagation_config(p: Params) -> Any:

@@ -39,7 +39,7 @@ def joint_config(cfg: TTTParams, seed: int) -> Any:
 
     milestones = tuple(sorted({max(1, round(f * cfg.epochs)) for f in cfg.lr_milestones}))
     return JointConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, milestones=milestones,
-                       rotation=cfg.rotation, seed=seed)
+                       rotation=cfg.rotation, augment=cfg.train_augment, seed=seed)
 
 
 def ttt_config(cfg: TTTParams, seed: int) -> Any:

@@ -117,6 +117,16 @@ class AdaptConfig:
     def replace(self, **changes: Any) -> "AdaptConfig":
         return replace(self, **changes)
 
+    @classmethod
+    def from_params(cls, section: Any, seed: int = 0, stream: bool = False) -> "AdaptConfig":
+        """From the `adapt` params section (`selfsup.config.AdaptParams`); `stream=True` takes the
+        stream's steps and lr."""
+        return cls(steps=section.stream_steps if stream else section.steps,
+                   lr=section.stream_lr if stream else section.lr, window=section.window,
+                   frame_gap=section.frame_gap, batch_size=section.batch_size, layers=tuple(section.layers),
+                   batchnorm=section.batchnorm, objective=section.objective, dense_size=section.dense_size,
+                   dense_pool=section.dense_pool, seed=seed)
+
 
 @dataclass
 class AdaptResult:

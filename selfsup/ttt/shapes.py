@@ -114,7 +114,7 @@ def render_shape_image(cls: int, size: int, rng: np.random.Generator) -> np.ndar
     """One uint8 size x size x 3 image of class `cls`, every random choice drawn from `rng`."""
     s = size * SUPERSAMPLE
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / SUPERSAMPLE + 0.5 / SUPERSAMPLE   # pixel units
-    horizon = rng.uniform(0.62, 0.78) * size
+    horizon = rng.uniform(0.68, 0.8) * size
     # sky: bright at the top, paler towards the horizon
     top = _hsv(rng.uniform(0.5, 0.7), rng.uniform(0.35, 0.8), rng.uniform(0.75, 1.0))
     low = 0.55 * top + 0.45 * _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.05, 0.3), 0.95)
@@ -126,15 +126,15 @@ def render_shape_image(cls: int, size: int, rng: np.random.Generator) -> np.ndar
         img[sun] = np.array([1.0, 0.95, 0.7], np.float32)
     # ground: textured, darker further down
     ground_colour = _hsv(rng.uniform(0.08, 0.38), rng.uniform(0.4, 0.8), rng.uniform(0.35, 0.65))
-    texture = 0.75 + 0.5 * _smooth_noise(rng, s, s, int(rng.integers(3, 7)))
+    texture = 0.85 + 0.3 * _smooth_noise(rng, s, s, int(rng.integers(3, 7)))
     depth = np.clip((yy - horizon) / max(size - horizon, 1.0), 0, 1)
     ground = ground_colour * (texture * (1.0 - 0.35 * depth))[..., None]
     below = (yy >= horizon)[..., None]
     img = np.where(below, ground, img)
     # the object, resting on the ground, lit from above, with a shadow on the ground
-    radius = rng.uniform(0.2, 0.3) * size
+    radius = rng.uniform(0.26, 0.34) * size
     angle = rng.uniform(-10, 10) * math.pi / 180
-    cx = rng.uniform(0.3, 0.7) * size
+    cx = rng.uniform(0.36, 0.64) * size
     cy = horizon + rng.uniform(0.0, 0.12) * size - _BOTTOM[cls] * radius
     shadow = ((xx - cx) / (1.1 * radius)) ** 2 + ((yy - (cy + _BOTTOM[cls] * radius)) / (0.22 * radius)) ** 2 <= 1
     img = np.where((shadow & (yy >= horizon))[..., None], img * 0.55, img)

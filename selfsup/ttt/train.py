@@ -9,7 +9,8 @@ downwards), i.e. `torch.rot90(x, k, dims=(-2, -1))`. Each training step adds the
 the (augmented) batch, rotated by a random label per image ("rand", the paper's default) or by all
 four ("expand"), to the classification loss. Defaults are the paper's CIFAR recipe: SGD (momentum
 0.9, weight decay 5e-4), lr 0.1, batch 128, 75 epochs, lr / 10 after epochs 50 and 65; random crops
-(4-pixel padding) and horizontal flips.
+(4-pixel padding) and horizontal flips (`augment`; they slow the first few hundred steps down, so
+short runs train better without them).
 """
 from __future__ import annotations
 
@@ -45,11 +46,12 @@ def make_generator(seed: int, *salt: int) -> torch.Generator:
 
 
 def to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 N x H x W x 3 -> normalised float N x 3 x H x W."""
+    """uint8 N x H x W x 3 -> normalised float N x 3 x H x W (contiguous: GroupNorm's CPU backward
+    crashes on channels-last inputs in torch 2.13)."""
     x = torch.as_tensor(np.asarray(images), device=device).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return ((x - mean) / std).contiguous()
 
 
 def rotate(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -106,6 +108,7 @@ class JointConfig:
     milestones: tuple[int, ...] = (50, 65)        # epochs where lr /= 10
     gamma: float = 0.1
     rotation: RotationMode = "rand"
+    augment: bool = True                          # random crops (4-pixel padding) and flips
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -147,7 +150,7 @@ def train_joint(model: TTTNet, images: np.ndarray, labels: np.ndarray, config: J
             seen = 0
             for b0 in range(0, n, config.batch_size):
                 index = order[b0:b0 + config.batch_size]
-                x = augment(x_all[index], generator)
+                x = augment(x_all[index], generator) if config.augment else x_all[index]
                 y = y_all[index]
                 rx, ry = rotation_batch(x, config.rotation, generator)
                 logits = model.classify(x)
