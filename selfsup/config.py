@@ -395,6 +395,9 @@ class AdaptParams:
                                 "layer3 cells of whole frames")
     dense_size: int = param(0, ge=0, help="dense: frames resized to this short side (0: as stored)")
     dense_pool: int = param(2, ge=1, help="dense: layer3 cells average-pooled by this factor")
+    compare_batchnorm: list[str] = param([], choices=["frozen", "train", "reestimate"],
+                                         help="also evaluate adaptation with these BatchNorm modes "
+                                              "(everything else as above)")
     stream: bool = param(True, help="also run the online test-then-train stream over the sequences")
     stream_steps: int = param(5, ge=0, help="stream: Adam steps on each video after scoring it")
     stream_lr: float = param(3e-4, gt=0)

@@ -90,7 +90,10 @@ def plot_adaptation(report: dict[str, Any], path: Path) -> Path:
     ax1.set_xticks(x, seqs, rotation=45, ha="right")
     ax1.set_ylabel("J&F-Mean")
     ax1.set_ylim(0, 1)
-    ax1.set_title("DAVIS J&F per sequence, with and without adaptation")
+    title = "DAVIS J&F per sequence, with and without adaptation"
+    for name, v in davis.get("variants", {}).items():
+        title += f"\n{name}: J&F {v['J&F-Mean']:.3f}"
+    ax1.set_title(title, fontsize=9)
     ax1.legend(fontsize=8)
     prop_frozen = [davis["per_sequence"][s]["frozen_seconds"] for s in seqs]
     adapt_s = [davis["per_sequence"][s]["adapt_seconds"] for s in seqs]
@@ -187,6 +190,19 @@ def run(p: Params, run_log: Any = None, progress: bool = True) -> dict[str, Any]
                               "adapted": (summary["adapt_seconds"] + summary["propagate_seconds"]) / n,
                               "adaptation_only": summary["adapt_seconds"] / n},
         "videos": n, "per_sequence": per_sequence}
+    variants = {}
+    for mode in cfg.compare_batchnorm:
+        if mode == cfg.batchnorm:
+            continue
+        folder = out / f"adapted_bn_{mode}" / "davis"
+        variant = propagate_with_adaptation("davis", model, config.replace(batchnorm=mode), davis.root, folder,
+                                            prop, videos=names, device=device, progress=progress)
+        variants[f"batchnorm={mode}"] = {
+            **_summary(evaluate_davis(davis.root, folder, sequences=names)),
+            "seconds_per_video": (variant["adapt_seconds"] + variant["propagate_seconds"]) / n}
+        log.info("variant batchnorm=%s: J&F %.4f", mode, variants[f"batchnorm={mode}"]["J&F-Mean"])
+    if variants:
+        davis_report["variants"] = variants
     report: dict[str, Any] = {"davis": davis_report}
     log.info("DAVIS J&F frozen %.4f, adapted %.4f (%+.4f); %.1f s vs %.1f s per video",
              davis_report["frozen"]["J&F-Mean"], davis_report["adapted"]["J&F-Mean"], davis_report["gain"],

@@ -240,12 +240,13 @@ def test_adapt_stage_writes_reports(tmp_path, monkeypatch):
         p, propagate=dataclasses.replace(p.propagate, context=2, topk=3, radius=4.0),
         adapt=dataclasses.replace(p.adapt, checkpoint="crw.pt", data="data", steps=1, stream_steps=1, window=3,
                                   frame_gap=2, batch_size=2, lr=1e-2, stream_lr=1e-2, batchnorm="train",
-                                  stream_state="state/stream.pt", device="cpu"))
+                                  stream_state="state/stream.pt", compare_batchnorm=["reestimate"], device="cpu"))
     report = stage.run(p, progress=False)
     davis = report["davis"]
     assert set(davis["per_sequence"]) == {"seq0", "seq1"}
     assert 0 <= davis["frozen"]["J&F-Mean"] <= 1 and 0 <= davis["adapted"]["J&F-Mean"] <= 1
     assert davis["gain"] == pytest.approx(davis["adapted"]["J&F-Mean"] - davis["frozen"]["J&F-Mean"])
+    assert 0 <= davis["variants"]["batchnorm=reestimate"]["J&F-Mean"] <= 1
     curve = report["stream_curve"]
     assert [r["video"] for r in curve] == ["seq0", "seq1"]
     assert curve[0]["frozen"] == pytest.approx(davis["per_sequence"]["seq0"]["frozen"])
