@@ -10,6 +10,15 @@ B, C, T, N = 2, 5, 5, 4
 TAU = 0.1
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread avoids OpenMP oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def embeddings(seed=0, b=B, c=C, t=T, n=N):
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(b, c, t, n, generator=g, dtype=torch.float64)

@@ -163,6 +163,15 @@ class CRW(nn.Module):
             boxes = self.sample_boxes(b * t, h, w, generator)
         frame_boxes, patch_boxes = boxes
         frames = clips.reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
+        if min(h, w) > cfg.frame_size:
+            # Stored frames larger than the training size: shrink them first with antialiasing
+            # (as PIL's resize does when the published pipeline downscales a crop), so that the
+            # crop below only enlarges. Boxes are in stored-frame pixels: rescale them.
+            factor = cfg.frame_size / min(h, w)
+            size = (max(1, round(h * factor)), max(1, round(w * factor)))
+            frames = F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+            scale = torch.tensor([size[0] / h, size[1] / w, size[0] / h, size[1] / w])
+            frame_boxes = frame_boxes * scale
         frames = augment.crop_resize(frames, frame_boxes, cfg.frame_size)
         patches = augment.jitter_patches(frames, patch_boxes, cfg.patch_size)
         mean, std = NORMALIZATION[cfg.train_normalization]
