@@ -477,7 +477,7 @@ class BaselinesExemplarParams:
 
 @dataclass(frozen=True)
 class BaselinesSimCLRParams:
-    batch_size: int = param(16, ge=2, help="images per step, two views each (the paper: 256-4096)")
+    batch_size: int = param(32, ge=2, help="images per step, two views each (the paper: 256-4096)")
     temperature: float = param(0.2, gt=0, help="NT-Xent temperature (the paper: 0.1 on ImageNet)")
     steps: int = param(200, ge=1)
     lr: float = param(1e-3, gt=0)
@@ -498,7 +498,7 @@ class BaselinesColorizationParams:
 class BaselinesEvalParams:
     sets: list[str] = param(["davis", "jhmdb", "vip"], choices=_EVAL_SETS,
                             help="propagation sets every model is scored on")
-    videos: int = param(1, ge=0, help="first N videos of each set (0 = all)")
+    videos: int = param(2, ge=0, help="first N videos of each set (0 = all)")
     ablation_sets: list[str] = param(["davis"], choices=_EVAL_SETS,
                                      help="propagation sets of the leave-one-out models")
     probe_size: int = param(48, ge=8, help="side of the probe crops")
@@ -528,6 +528,8 @@ class BaselinesParams:
                                choices=["exemplar", "simclr", "colorization"])
     augmentations: list[str] = param(["crop", "flip", "color", "grayscale", "blur"], choices=_BASELINE_OPS,
                                      help="SimCLR's augmentation family (also the leave-one-out list)")
+    color_strength: float = param(0.5, ge=0, le=2.5, help="SimCLR's colour-distortion strength s: brightness, "
+                                  "contrast, saturation 0.8 s, hue 0.2 s (paper: 1 on ImageNet, 0.5 on CIFAR-10)")
     ablation: bool = param(True, help="train SimCLR once per left-out augmentation")
     image_size: int = param(32, ge=8, help="side of the augmented views / patches")
     width: float = param(0.125, gt=0, le=4, help="encoder width multiplier (1.0 = ResNet-18)")
@@ -551,6 +553,8 @@ class BaselinesParams:
             raise ValueError(f"exemplar.seed_size ({self.exemplar.seed_size}) is too small for "
                              f"image_size {self.image_size}")
 
+
+# --- test-time learning (selfsup.crw.adapt, selfsup.stream, selfsup.ttt; the `adapt` and `ttt` stages) ---
 
 @dataclass(frozen=True)
 class Params:

@@ -87,7 +87,9 @@ def train_methods(cfg: Any, seed: int, device: torch.device, cache: Any, run: An
     checkpoints: dict[str, Path] = {}
     summaries: dict[str, dict] = {}
     curves: list[dict] = []
-    family = aug.AugmentConfig(ops=tuple(cfg.augmentations), size=cfg.image_size)
+    s = cfg.color_strength
+    family = aug.AugmentConfig(ops=tuple(cfg.augmentations), size=cfg.image_size, brightness=0.8 * s,
+                               contrast=0.8 * s, saturation=0.8 * s, hue=0.2 * s)
     data = data_fingerprint(cache)
 
     def train(name: str, method: str, path: Path, config: Any, head_dim: int, head_depth: int,

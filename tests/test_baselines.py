@@ -14,8 +14,8 @@ from selfsup.baselines.colorization import (ColorizationConfig, attention_copy, 
                                             quantize_ab, rgb_to_lab, train_colorization)
 from selfsup.baselines.instance import (ExemplarConfig, SimCLRConfig, exemplar_loss, gradient_energy, nt_xent,
                                         sample_seed_patches, train_exemplar, train_simclr)
-from selfsup.baselines.lecture import (linear_probe, render_table, rotate_task, split_videos, tint_task,
-                                       identity_of)
+from selfsup.baselines.lecture import (grating_task, identity_of, linear_probe, render_table, split_videos,
+                                       tint_task)
 from selfsup.baselines.models import (FramePool, OptimConfig, baseline_config, baseline_info, build_model,
                                       save_baseline)
 from selfsup.baselines.retrieval import (DescriptorConfig, encode_collection, exemplar_svm, mean_precision_at_k,
@@ -430,8 +430,13 @@ def test_collection_cache_hits_and_invalidates(tmp_path):
 
 def test_probe_tasks_and_linear_probe():
     x = _images(3, 8, 8)
-    turned = rotate_task(x, np.array([0, 1, 2]))
-    assert torch.equal(turned[1], torch.rot90(x[1], 1, dims=(1, 2))) and torch.equal(turned[0], x[0])
+    ones = torch.ones(4, 3, 9, 9)
+    bars = grating_task(ones, np.array([0, 1, 2, 3]), 4, period=4.0)
+    assert torch.allclose(bars[0], bars[0][:, :1, :].expand_as(bars[0]))          # 0°: constant down columns
+    assert torch.allclose(bars[2], bars[2][:, :, :1].expand_as(bars[2]))          # 90°: constant along rows
+    assert torch.allclose(bars[1].flip(-1), bars[3], atol=1e-6)                   # a flip swaps 45° and 135°
+    assert not torch.allclose(bars[1], bars[3], atol=1e-3)
+    assert bars.min() >= 0.35 - 1e-6 and bars.max() <= 1.0
     tinted = tint_task(x, np.array([0, 2, 4]), 6)
     hue = aug.rgb_to_hsv(tinted)[:, 0]
     bright = tinted.amax(1) > 0.05

@@ -5,8 +5,9 @@ Every encoder (a checkpoint of any method, the random encoder, raw pixels) is sc
 - label propagation (the same `selfsup.propagate` code and official metrics as CRW: DAVIS J&F,
   JHMDB PCK, VIP mIoU), optionally on the first few videos of each set;
 - two linear probes on frozen features, where the label is what an augmentation family throws
-  away: the orientation of a crop (rotated by 0/90/180/270 degrees) and its colour (a gray crop
-  tinted with one of K hues). Crops come from the training clips, split by video;
+  away: orientation (a grating at 0/45/90/135 degrees laid over the crop; a horizontal flip swaps
+  45 and 135) and colour (a gray crop tinted with one of K hues). Crops come from the training
+  clips, split by video;
 - retrieval of object instances in the synthetic DAVIS set, where identity is known: the first
   crop of each object is the query, every other crop of every object the collection;
   precision@k of the Exemplar-SVM ranking against the cosine ranking.
@@ -31,7 +32,7 @@ from .retrieval import (DescriptorConfig, ExemplarSVMConfig, describe, encode_co
 
 __all__ = ["LectureConfig", "propagation_metrics", "ProbeTask", "probe_tasks", "linear_probe", "probe_metrics",
            "RetrievalSet", "write_object_crops", "retrieval_metrics", "render_table", "identity_of",
-           "rotate_task", "tint_task", "split_videos"]
+           "grating_task", "tint_task", "split_videos"]
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,23 @@ def random_crops(pool: FramePool, n: int, size: int, generator: torch.Generator)
     return torch.stack([frames[i, :, y:y + size, x:x + size] for i, (y, x) in enumerate(zip(ys, xs))])
 
 
-def rotate_task(images: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
-    """Image i turned by labels[i] x 90 degrees (counter-clockwise)."""
-    return torch.stack([torch.rot90(img, int(k), dims=(1, 2)) for img, k in zip(images, labels)])
+def grating_task(images: torch.Tensor, labels: np.ndarray, orientations: int = 4, period: float = 6.0,
+                 phases: np.ndarray | None = None) -> torch.Tensor:
+    """Image i modulated by a sinusoidal grating at labels[i] x 180 / orientations degrees (0 = vertical
+    bars, angles counter-clockwise on screen), `period` pixels, phase `phases[i]` (radians).
+
+    A horizontal flip maps orientation a to 180 - a (45 <-> 135 degrees): features made invariant to
+    flips cannot tell those two apart.
+    """
+    n, _, h, w = images.shape
+    theta = torch.as_tensor(np.asarray(labels), dtype=torch.float64) * math.pi / orientations
+    phi = torch.zeros(n, dtype=torch.float64) if phases is None else torch.as_tensor(phases, dtype=torch.float64)
+    ys = torch.arange(h, dtype=torch.float64).view(1, h, 1) - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float64).view(1, 1, w) - (w - 1) / 2
+    # y points down: the wave vector (cos a, -sin a) turns counter-clockwise on screen with a
+    proj = xs * torch.cos(theta).view(n, 1, 1) - ys * torch.sin(theta).view(n, 1, 1)
+    grating = 0.5 + 0.5 * torch.sin(2 * math.pi * proj / period + phi.view(n, 1, 1))
+    return (images * (0.35 + 0.65 * grating.unsqueeze(1)).to(images.dtype)).clamp(0, 1)
 
 
 def tint_task(images: torch.Tensor, labels: np.ndarray, colours: int) -> torch.Tensor:
@@ -188,7 +203,10 @@ def probe_tasks(cache: Any, config: LectureConfig) -> list[ProbeTask]:
         for pool, n in zip(pools, (config.probe_train, config.probe_test)):
             crops = random_crops(pool, n, config.probe_size, generator)
             labels = rng.integers(classes, size=n)
-            xs.append(rotate_task(crops, labels) if name == "orientation" else tint_task(crops, labels, classes))
+            if name == "orientation":
+                xs.append(grating_task(crops, labels, classes, phases=rng.uniform(0, 2 * math.pi, size=n)))
+            else:
+                xs.append(tint_task(crops, labels, classes))
             ys.append(labels)
         tasks.append(ProbeTask(name, classes, xs[0], ys[0], xs[1], ys[1]))
     return tasks
@@ -364,8 +382,9 @@ def render_table(results: Mapping[str, Any]) -> str:
                      f"{_fmt(_get(p, 'vip', 'mIoU'))} |")
     chance = results.get("chance", {})
     lines += ["", "## What the features keep: linear probes on frozen features", "",
-              "Crops of held-out training videos; the label is what the augmentations discard: the crop's "
-              "orientation (turned by 0/90/180/270°) or its colour (a gray crop tinted with one of "
+              "Crops of held-out training videos; the label is what the augmentations discard: the "
+              "orientation of a grating laid over the crop (0/45/90/135°; a horizontal flip swaps 45° and "
+              "135°) or the crop's colour (a gray crop tinted with one of "
               f"{s.get('colours', '?')} hues). Accuracy in percent; chance: orientation "
               f"{_fmt(chance.get('orientation'))}, colour {_fmt(chance.get('colour'))}.", "",
               "| model | orientation | colour |", "|---|---:|---:|"]
