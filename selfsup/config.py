@@ -554,8 +554,6 @@ class BaselinesParams:
                              f"image_size {self.image_size}")
 
 
-# --- test-time learning (selfsup.crw.adapt, selfsup.stream, selfsup.ttt; the `adapt` and `ttt` stages) ---
-
 @dataclass(frozen=True)
 class Params:
     seed: int = param(0, ge=0, help="drives every random choice of every stage")
