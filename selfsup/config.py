@@ -353,21 +353,38 @@ class PropagateParams:
 
 @dataclass(frozen=True)
 class TranslateParams:
-    modes: list[str] = param(["cut", "fastcut"], choices=["cut", "fastcut", "sincut"])
-    data: str = param("data/raw/synthetic/unaligned")
-    out: str = param("models/cut")
-    results: str = param("outputs/translate")
-    image_size: int = param(64, ge=16)
-    ngf: int = param(16, ge=1)
-    ndf: int = param(16, ge=1)
-    n_blocks: int = param(9, ge=1)
+    modes: list[str] = param(["cut", "fastcut"], choices=["cut", "fastcut"],
+                             help="models trained on the unpaired set (SinCUT: `selfsup translate train`)")
+    data: str = param("data/raw/synthetic/unaligned", help="CycleGAN layout: trainA/ trainB/ testA/ testB/ "
+                                                           "(+ testA_gtB/, testA_masks/ for the scores)")
+    out: str = param("models/cut", help="checkpoints: <out>/<mode>/latest.pt, latest_net_{G,D,F}.pth")
+    results: str = param("outputs/translate", help="translated testA: <results>/<mode>/<stem>.png")
+    figures: str = param("reports/figures/translate", help="input | output | ground-truth grids")
+    plots: str = param("reports/plots/translate.csv", help="losses of every mode (dvc plots)")
+    image_size: int = param(64, ge=16, help="crop size in training, resize size in test (paper: 256)")
+    load_size: int = param(72, ge=16, help="resize before the random crop (paper: 286)")
+    ngf: int = param(16, ge=1, help="generator width (paper: 64)")
+    ndf: int = param(16, ge=1, help="discriminator width (paper: 64)")
+    n_blocks: int = param(9, ge=5, help="residual blocks (NCE layer 16 is block 5)")
     num_patches: int = param(256, ge=1)
-    steps_constant: int = param(300, ge=0)
-    steps_decay: int = param(300, ge=0)
+    lambda_nce: dict[str, float] = param({}, help="per-mode λ_NCE overrides (paper: cut 1, fastcut 10)")
+    steps_constant: int = param(300, ge=0, help="steps at constant lr (the paper counts epochs)")
+    steps_decay: int = param(300, ge=0, help="steps of linear decay to lr/(steps_decay+1)")
     lr: float = param(2e-4, gt=0)
+    bf16: bool = param(True, help="bf16 autocast and channels_last on GPU (PatchNCE stays fp32)")
     checkpoint_every: int = param(200, ge=1)
     log_every: int = param(20, ge=1)
+    image_every: int = param(200, ge=1, help="steps between logged image grids")
     device: str = param("auto", choices=["auto", "cpu", "cuda"])
+    eval_threshold: float = param(0.15, gt=0, help="colour distance from the input's background "
+                                                   "that counts as foreground (structure score)")
+    classifier_steps: int = param(200, ge=1, help="training steps of the A-vs-B appearance classifier")
+
+    def validate(self) -> None:
+        if self.load_size < self.image_size:
+            raise ValueError(f"load_size ({self.load_size}) < image_size ({self.image_size})")
+        if self.steps_constant + self.steps_decay < 1:
+            raise ValueError("steps_constant + steps_decay must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,298 @@
+"""CUT / FastCUT / SinCUT training: the step against an official-style reference, the schedule,
+the decay-phase crop switch, exact resumption, checkpoints, inference and the command line."""
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.cli import main as selfsup_main
+from selfsup.cut.infer import load_generator, translate_folder
+from selfsup.cut.losses import patch_nce
+from selfsup.cut.model import CUTConfig, CUTModel, flip_draw
+from selfsup.cut.networks import l2_normalize
+from selfsup.cut.train import TrainConfig, _UnalignedStream, load_checkpoint, lr_factor, train
+from selfsup.data.unaligned import TransformSpec, load_rgb, pil_to_tensor, tensor_to_uint8, transform_image
+
+from tiny_unaligned import make_single_pair, make_unaligned
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster than two and immune to a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(ngf=4, ndf=4, n_blocks=5)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_unaligned(tmp_path_factory.mktemp("unaligned"), n_train=5, n_test=3, size=40)
+
+
+def tiny_cfg(data, out, mode="cut", **kw):
+    base = dict(dataroot=str(data), out_dir=str(out), model=CUTConfig(mode=mode, **TINY), load_size=36,
+                crop_size=32, schedule_unit="step", n_const=2, n_decay=2, device="cpu", preload=True,
+                checkpoint_every=1, log_every=1, loader_threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ----------------------------------------------------------------------------------------------
+# The step: same math as the official step structure
+# ----------------------------------------------------------------------------------------------
+
+def reference_step(m: CUTModel, real_A, real_B, flip, gen):
+    """The official order and structure: separate D calls, keys re-encoded with autograd on (and
+    detached in the loss), positions drawn per NCE term and layer, fp32."""
+    c, G, D, F = m.cfg, m.netG, m.netD, m.netF
+    flip = flip and c.flip_equivariance
+    real = torch.cat([real_A, real_B]) if c.nce_idt else real_A
+    if flip:
+        real = torch.flip(real, [3])
+    fake = G(real)
+    fake_B, idt_B = fake[:1], fake[1:]
+    for p in D.parameters():
+        p.requires_grad_(True)
+    m.optimizer_D.zero_grad()
+    loss_D = 0.5 * ((D(fake_B.detach()) ** 2).mean() + ((D(real_B) - 1) ** 2).mean())
+    loss_D.backward()
+    m.optimizer_D.step()
+    for p in D.parameters():
+        p.requires_grad_(False)
+    m.optimizer_G.zero_grad()
+    m.optimizer_F.zero_grad()
+    loss_gan = ((D(fake_B) - 1) ** 2).mean()
+
+    def nce(src, tgt, flipped):
+        fq = G.encode(tgt, c.nce_layers)
+        if flipped:
+            fq = [torch.flip(q, [3]) for q in fq]
+        fk = G.encode(src, c.nce_layers)
+        total = 0.0
+        for i, (q, k) in enumerate(zip(fq, fk)):
+            ids = torch.randperm(k.shape[2] * k.shape[3], generator=gen)[: c.num_patches]
+            kp = l2_normalize(F.mlp(i)(k.flatten(2).transpose(1, 2)[:, ids]))
+            qp = l2_normalize(F.mlp(i)(q.flatten(2).transpose(1, 2)[:, ids]))
+            total = total + patch_nce(qp, kp, c.nce_T).mean() * c.lambda_NCE
+        return total / len(c.nce_layers)
+
+    loss_nce = nce(real_A, fake_B, flip)
+    if c.nce_idt:
+        loss_nce = 0.5 * (loss_nce + nce(real_B, idt_B, False))
+    (loss_gan + loss_nce).backward()
+    m.optimizer_G.step()
+    m.optimizer_F.step()
+    for p in D.parameters():
+        p.requires_grad_(True)
+
+
+@pytest.mark.parametrize("mode,flips", [("cut", [False, False]), ("fastcut", [True, False])])
+def test_step_matches_official_structure(mode, flips):
+    # float64: Adam's first updates are ±lr wherever a gradient is (analytically) ~0, e.g. the
+    # biases before InstanceNorm, so float32 rounding alone would flip some of them. Real
+    # differences in the step move parameters by ~lr = 2e-4; the tolerance is 1e-7.
+    torch.manual_seed(0)
+    ours = CUTModel(CUTConfig(mode=mode, **TINY), "cpu").double()
+    ref = copy.deepcopy(ours)
+    g = torch.Generator().manual_seed(5)
+    batches = [((torch.rand(1, 3, 32, 32, generator=g) * 2 - 1).double(),
+                (torch.rand(1, 3, 32, 32, generator=g) * 2 - 1).double()) for _ in flips]
+    gen_ours, gen_ref = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    for (a, b), flip in zip(batches, flips):
+        losses = ours.train_step(a, b, flip=flip, generator=gen_ours)
+        reference_step(ref, a, b, flip, gen_ref)
+        assert set(losses) >= {"D", "G_GAN", "NCE", "G"}
+    for name in ("netG", "netD", "netF"):
+        for (k, p), q in zip(getattr(ours, name).state_dict().items(), getattr(ref, name).state_dict().values()):
+            torch.testing.assert_close(p, q, rtol=1e-7, atol=1e-7, msg=f"{name}.{k}")
+    # and the step did train every network
+    torch.manual_seed(0)
+    fresh = CUTModel(CUTConfig(mode=mode, **TINY), "cpu")
+    for name in ("netG", "netD", "netF"):
+        assert any(not torch.equal(p, q) for p, q in zip(getattr(ours, name).parameters(),
+                                                         getattr(fresh, name).parameters())), name
+
+
+def test_mode_presets():
+    cut, fast, sin = (CUTConfig(mode=m).resolved() for m in ("cut", "fastcut", "sincut"))
+    assert (cut.nce_idt, cut.lambda_NCE, cut.flip_equivariance, cut.n_epochs, cut.n_epochs_decay) == (True, 1.0, False, 200, 200)
+    assert (fast.nce_idt, fast.lambda_NCE, fast.flip_equivariance, fast.n_epochs, fast.n_epochs_decay) == (False, 10.0, True, 150, 50)
+    assert (sin.lambda_NCE, sin.lr, sin.beta1, sin.beta2, sin.batch_size, sin.num_patches) == (4.0, 2e-3, 0.0, 0.99, 16, 1)
+    assert cut.lr == 2e-4 and (cut.beta1, cut.beta2) == (0.5, 0.999) and cut.nce_layers == (0, 4, 8, 12, 16)
+    assert cut.num_patches == 256 and cut.nce_T == 0.07 and cut.batch_size == 1
+    assert CUTConfig(mode="cut", lambda_NCE=3.0).resolved().lambda_NCE == 3.0
+    with pytest.raises(ValueError, match="unknown mode"):
+        CUTConfig(mode="cyclegan").resolved()
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedule and data
+# ----------------------------------------------------------------------------------------------
+
+def test_lr_schedule_official_values():
+    assert lr_factor(1, 200, 200) == 1.0 and lr_factor(200, 200, 200) == 1.0
+    assert lr_factor(201, 200, 200) == pytest.approx(200 / 201)
+    assert lr_factor(400, 200, 200) == pytest.approx(1 / 201)  # never 0
+    assert lr_factor(151, 150, 50) == pytest.approx(50 / 51)
+
+
+def test_lr_per_step_and_epoch_count(data, tmp_path):
+    seen = {}
+    cfg = tiny_cfg(data, tmp_path / "o", n_const=2, n_decay=3, checkpoint_every=100)
+    train(cfg, on_log=lambda s, m: seen.setdefault(s, m["lr"]))
+    lr = 2e-4
+    assert [seen[s] for s in range(1, 6)] == pytest.approx([lr, lr, lr * 3 / 4, lr * 2 / 4, lr * 1 / 4])
+    # epoch unit: epoch = max(|A|, |B|) items at batch 1, lr constant inside an epoch
+    seen.clear()
+    cfg = tiny_cfg(data, tmp_path / "e", schedule_unit="epoch", n_const=1, n_decay=1, checkpoint_every=100)
+    train(cfg, on_log=lambda s, m: seen.setdefault(s, m["lr"]))
+    assert len(seen) == 10 and set(seen[s] for s in range(1, 6)) == {lr} and set(seen[s] for s in range(6, 11)) == {lr / 2}
+
+
+def test_decay_phase_resizes_without_crop(data):
+    cfg = tiny_cfg(data, "unused")
+    stream = _UnalignedStream(cfg, 1)
+    a_const, _ = stream.batch(1, decay=False)
+    a_decay, _ = stream.batch(1, decay=True)
+    assert a_const.shape == a_decay.shape == (1, 3, 32, 32)
+    perm = stream._perm(1)
+    src = load_rgb(stream.data.A_paths[perm[0] % len(stream.data.A_paths)])
+    resized = pil_to_tensor(src.resize((32, 32), Image.BICUBIC))
+    assert torch.equal(a_decay[0], resized) or torch.equal(a_decay[0], resized.flip(2))
+    # the constant phase crops a 32×32 window out of the 36×36 resize
+    big = np.asarray(src.resize((36, 36), Image.BICUBIC))
+    got = tensor_to_uint8(a_const[0], "round")
+    windows = [big[y:y + 32, x:x + 32] for y in range(5) for x in range(5)]
+    windows += [w[:, ::-1] for w in windows]
+    assert any(np.array_equal(got, w) for w in windows)
+    # crop_in_decay keeps cropping
+    keep = _UnalignedStream(dataclasses.replace(cfg, crop_in_decay=True), 1)
+    assert torch.equal(keep.batch(1, decay=True)[0], a_const)
+
+
+def test_stream_is_a_function_of_seed_and_step(data):
+    s1, s2 = _UnalignedStream(tiny_cfg(data, "x"), 1), _UnalignedStream(tiny_cfg(data, "x"), 1)
+    for step in (3, 1, 7):
+        assert all(torch.equal(x, y) for x, y in zip(s1.batch(step, False), s2.batch(step, False)))
+    assert not torch.equal(s1.batch(1, False)[0], s1.batch(2, False)[0])
+    other = _UnalignedStream(tiny_cfg(data, "x", seed=1), 1)
+    assert not all(torch.equal(x, y) for x, y in zip(s1.batch(1, False), other.batch(1, False)))
+    assert len(s1.data) == 5 and s1.steps_per_epoch == 5
+    # FastCUT's coin: p 0.5 from (seed, step)
+    draws = [flip_draw([0, s, 3]) for s in range(400)]
+    assert 150 < sum(draws) < 250 and draws == [flip_draw([0, s, 3]) for s in range(400)]
+
+
+def test_transform_rounds_to_multiple_of_four():
+    img = Image.fromarray(np.zeros((30, 30, 3), np.uint8))
+    out = transform_image(img, TransformSpec(load_size=(30, 30), crop_size=30, flip=False), None)
+    assert out.shape == (3, 32, 32)  # 30 rounds to 32
+
+
+# ----------------------------------------------------------------------------------------------
+# Resumption and checkpoints
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["cut", "fastcut"])
+def test_resume_equals_uninterrupted(data, tmp_path, mode):
+    full = train(tiny_cfg(data, tmp_path / "full", mode))
+    part_cfg = tiny_cfg(data, tmp_path / "part", mode)
+    train(dataclasses.replace(part_cfg, max_steps=1))
+    assert load_checkpoint(tmp_path / "part" / "latest.pt")["step"] == 1
+    resumed = train(part_cfg)  # continues from step 1 to step 4, through the decay switch
+    for name in ("netG", "netD", "netF"):
+        for (k, a), b in zip(getattr(full, name).state_dict().items(), getattr(resumed, name).state_dict().values()):
+            assert torch.equal(a, b), f"{name}.{k}"
+    a, b = full.optimizer_G.state_dict()["state"], resumed.optimizer_G.state_dict()["state"]
+    assert all(torch.equal(a[i]["exp_avg"], b[i]["exp_avg"]) for i in a)
+    state = load_checkpoint(tmp_path / "part" / "latest.pt")
+    assert state["step"] == 4 and state["config"]["model"]["mode"] == mode
+    assert not list((tmp_path / "part").glob(".*"))  # no temporary files left behind
+
+
+def test_checkpoint_mismatch_and_official_exports(data, tmp_path):
+    train(tiny_cfg(data, tmp_path / "o", max_steps=1))
+    other = tiny_cfg(data, tmp_path / "o", model=CUTConfig(mode="cut", ngf=8, ndf=4, n_blocks=5))
+    with pytest.raises(ValueError, match="different settings.*model"):
+        train(other)
+    m = train(other, restart_on_mismatch=True)
+    assert load_checkpoint(tmp_path / "o" / "latest.pt")["step"] == 4
+    for f in ("latest_net_G.pth", "latest_net_D.pth", "latest_net_F.pth"):
+        assert (tmp_path / "o" / f).is_file()
+    g, mode = load_generator(tmp_path / "o" / "latest_net_G.pth")  # official layout, strict
+    assert mode == "cut" and g.ngf == 8
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), m.netG.state_dict().values()))
+    g2, _ = load_generator(tmp_path / "o" / "latest.pt")
+    assert torch.equal(g2.model[1].weight, g.model[1].weight)
+
+
+def test_visual_grids_with_ground_truth(data, tmp_path):
+    grids = {}
+    train(tiny_cfg(data, tmp_path / "v", image_every=2, num_visuals=2), on_images=lambda s, g: grids.setdefault(s, g))
+    assert sorted(grids) == [2, 4]
+    # 2 rows of input | output | ground truth, 32 px tiles, 2 px padding
+    assert grids[2].shape == (2 * 34 + 2, 3 * 34 + 2, 3) and grids[2].dtype == np.uint8
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference and command line
+# ----------------------------------------------------------------------------------------------
+
+def test_translate_folder_every_image_truncated(data, tmp_path):
+    torch.manual_seed(0)
+    from selfsup.cut.networks import ResnetGenerator, init_weights
+
+    g = init_weights(ResnetGenerator(ngf=4, n_blocks=5))
+    with torch.no_grad():  # make the output span the range
+        g.model[-2].weight.mul_(300)
+    written = translate_folder(g, data / "testA", tmp_path / "out", size=16, progress=False)
+    assert [p.name for p in written] == ["000.png", "001.png", "002.png"]
+    x = transform_image(load_rgb(data / "testA" / "001.png"), TransformSpec(16, 16, flip=False), None)
+    with torch.no_grad():
+        y = g(x[None])[0]
+    want = ((np.transpose(y.clamp(-1, 1).numpy(), (1, 2, 0)) + 1) / 2 * 255).astype(np.uint8)
+    got = np.asarray(Image.open(tmp_path / "out" / "001.png"))
+    assert np.array_equal(got, want)
+    rounded = tensor_to_uint8(y, "round")
+    assert not np.array_equal(rounded, want)  # truncation is not rounding
+    assert len(translate_folder(g, data / "testA", tmp_path / "two", size=16, num_test=2, progress=False)) == 2
+
+
+def test_cli_train_and_test(data, tmp_path, capsys):
+    out = tmp_path / "model"
+    rc = selfsup_main(["translate", "train", "--dataroot", str(data), "--out", str(out), "--mode", "fastcut",
+                       "--load-size", "36", "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "5",
+                       "--steps", "1", "--steps-decay", "1", "--device", "cpu"])
+    assert rc == 0 and (out / "latest_net_G.pth").is_file()
+    rc = selfsup_main(["translate", "test", "--checkpoint", str(out / "latest_net_G.pth"), "--input",
+                       str(data / "testA"), "--out", str(tmp_path / "res"), "--size", "32", "--device", "cpu"])
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "res").iterdir()) == ["000.png", "001.png", "002.png"]
+    assert "3 images written" in capsys.readouterr().out
+    rc = selfsup_main(["translate", "test", "--checkpoint", str(tmp_path / "missing.pth"), "--input",
+                       str(data / "testA"), "--out", str(tmp_path / "r2")])
+    assert rc == 1 and "missing.pth" in capsys.readouterr().err
+
+
+def test_sincut_trains_on_one_pair(tmp_path):
+    root = make_single_pair(tmp_path / "pair", size=80)
+    cfg = TrainConfig(dataroot=str(root), out_dir=str(tmp_path / "sin"),
+                      model=CUTConfig(mode="sincut", ngf=1, ndf=1, batch_size=4), schedule_unit="step",
+                      n_const=1, n_decay=1, device="cpu", sincut_epoch_length=64, checkpoint_every=1, log_every=1)
+    logs = {}
+    model = train(cfg, on_log=lambda s, m: logs.setdefault(s, m))
+    assert sorted(logs) == [1, 2] and logs[1]["lr"] == pytest.approx(2e-3)
+    assert {"loss_R1", "loss_idt", "loss_NCE", "loss_NCE_Y"} <= set(logs[1])
+    g, mode = load_generator(tmp_path / "sin" / "latest_net_G.pth")
+    assert mode == "sincut"
+    written = translate_folder(model.netG, root / "testA", tmp_path / "res", size=None, progress=False)
+    assert np.asarray(Image.open(written[0])).shape == (80, 80, 3)
+    (root / "trainB" / "second.png").write_bytes((root / "trainB" / "only.png").read_bytes())
+    with pytest.raises(ValueError, match="exactly one image"):
+        train(dataclasses.replace(cfg, out_dir=str(tmp_path / "sin2")))
