@@ -89,12 +89,12 @@ def plot_adaptation(report: dict[str, Any], path: Path) -> Path:
     ax1.bar(x + 0.2, adapted, 0.4, label=f"adapted (J&F {davis['adapted']['J&F-Mean']:.3f})")
     ax1.set_xticks(x, seqs, rotation=45, ha="right")
     ax1.set_ylabel("J&F-Mean")
-    ax1.set_ylim(0, 1)
+    ax1.set_ylim(0, 1.15)
     title = "DAVIS J&F per sequence, with and without adaptation"
     for name, v in davis.get("variants", {}).items():
         title += f"\n{name}: J&F {v['J&F-Mean']:.3f}"
     ax1.set_title(title, fontsize=9)
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=8, ncol=2, loc="upper center")
     prop_frozen = [davis["per_sequence"][s]["frozen_seconds"] for s in seqs]
     adapt_s = [davis["per_sequence"][s]["adapt_seconds"] for s in seqs]
     prop_adapted = [davis["per_sequence"][s]["propagate_seconds"] for s in seqs]

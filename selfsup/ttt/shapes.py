@@ -1,9 +1,11 @@
 """A labelled image set with a canonical "up": ten shape classes standing on the ground under a sky.
 
 Rotation prediction (the self-supervised task of test-time training) needs images whose upright
-orientation can be told from their content, as in natural photographs: every scene here has a sky
-on top (a gradient, sometimes a sun), textured ground at the bottom, an object resting on the
-ground, lit from above and casting a shadow below. The object's class is its shape:
+orientation can be told from their content, as in natural photographs: every scene here has a
+smooth, hazy sky on top (sometimes a sun), textured ground at the bottom, an object resting on the
+ground, lit from above and casting a shadow below. Sky and ground colours are drawn from the same
+distribution, so the orientation has to be read from structure, not from colour alone, and shifts
+that destroy texture or edges also make rotation harder. The object's class is its shape:
 
     0 circle  1 square  2 triangle  3 diamond  4 star  5 cross  6 ring  7 hexagon  8 dome  9 bar
 
@@ -115,20 +117,23 @@ def render_shape_image(cls: int, size: int, rng: np.random.Generator) -> np.ndar
     s = size * SUPERSAMPLE
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / SUPERSAMPLE + 0.5 / SUPERSAMPLE   # pixel units
     horizon = rng.uniform(0.68, 0.8) * size
-    # sky: bright at the top, paler towards the horizon
-    top = _hsv(rng.uniform(0.5, 0.7), rng.uniform(0.35, 0.8), rng.uniform(0.75, 1.0))
-    low = 0.55 * top + 0.45 * _hsv(rng.uniform(0.05, 0.15), rng.uniform(0.05, 0.3), 0.95)
+    # sky and ground colours come from the same distribution, so brightness or hue alone does not
+    # tell up from down; the cues are the smooth hazy sky over textured ground, the object resting
+    # on the ground, its shadow below it, light from above and, sometimes, a sun
+    top = _hsv(rng.random(), rng.uniform(0.2, 0.7), rng.uniform(0.4, 0.95))
+    haze = 0.7 * top + 0.3 * np.float32(rng.uniform(0.5, 1.0))
     mix = np.clip(yy / horizon, 0, 1)[..., None]
-    img = top * (1 - mix) + low * mix
-    if rng.random() < 0.5:
+    img = top * (1 - mix) + haze * mix
+    if rng.random() < 0.2:
         sun_x, sun_y, sun_r = rng.uniform(0.1, 0.9) * size, rng.uniform(0.08, 0.3) * size, rng.uniform(0.06, 0.1) * size
         sun = ((xx - sun_x) ** 2 + (yy - sun_y) ** 2 <= sun_r ** 2) & (yy < horizon)
         img[sun] = np.array([1.0, 0.95, 0.7], np.float32)
     # ground: textured, darker further down
-    ground_colour = _hsv(rng.uniform(0.08, 0.38), rng.uniform(0.4, 0.8), rng.uniform(0.35, 0.65))
-    texture = 0.85 + 0.3 * _smooth_noise(rng, s, s, int(rng.integers(3, 7)))
+    ground_colour = _hsv(rng.random(), rng.uniform(0.3, 0.8), rng.uniform(0.35, 0.9))
+    strength = rng.uniform(0.15, 0.4)
+    texture = 1.0 - strength / 2 + strength * _smooth_noise(rng, s, s, int(rng.integers(4, 9)))
     depth = np.clip((yy - horizon) / max(size - horizon, 1.0), 0, 1)
-    ground = ground_colour * (texture * (1.0 - 0.35 * depth))[..., None]
+    ground = ground_colour * (texture * (1.0 - 0.3 * depth))[..., None]
     below = (yy >= horizon)[..., None]
     img = np.where(below, ground, img)
     # the object, resting on the ground, lit from above, with a shadow on the ground
