@@ -57,6 +57,13 @@ def per_sequence_jf(scores: Any) -> dict[str, float]:
     return {s.name: float(DavisScores([s], scores.set_name).summary()["J&F-Mean"]) for s in scores.sequences}
 
 
+def _metric_safe(values: Any) -> Any:
+    """MLflow metric names allow neither "&" nor "=": J&F-Mean is logged as JandF-Mean."""
+    if isinstance(values, dict):
+        return {str(k).replace("&", "and").replace("=", "_"): _metric_safe(v) for k, v in values.items()}
+    return values
+
+
 def _summary(scores: Any) -> dict[str, float]:
     return {k: float(v) for k, v in scores.summary().items()}
 
@@ -208,8 +215,9 @@ def run(p: Params, run_log: Any = None, progress: bool = True) -> dict[str, Any]
              davis_report["frozen"]["J&F-Mean"], davis_report["adapted"]["J&F-Mean"], davis_report["gain"],
              davis_report["seconds_per_video"]["frozen"], davis_report["seconds_per_video"]["adapted"])
     if run_log is not None:
-        run_log.log_metrics({"frozen": davis_report["frozen"], "adapted": davis_report["adapted"],
-                             "gain": davis_report["gain"], "seconds_per_video": davis_report["seconds_per_video"]})
+        run_log.log_metrics(_metric_safe({"frozen": davis_report["frozen"], "adapted": davis_report["adapted"],
+                                          "gain": davis_report["gain"], "variants": variants,
+                                          "seconds_per_video": davis_report["seconds_per_video"]}))
 
     # 3. stream
     if cfg.stream:

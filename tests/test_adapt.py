@@ -226,6 +226,7 @@ def test_adapt_stage_writes_reports(tmp_path, monkeypatch):
     """The stage end to end on a tiny set: report layout, stream curve, figures, merged metrics."""
     import dataclasses
     import json
+    import re
 
     from selfsup.config import Params
     from selfsup.crw import save_checkpoint
@@ -241,7 +242,17 @@ def test_adapt_stage_writes_reports(tmp_path, monkeypatch):
         adapt=dataclasses.replace(p.adapt, checkpoint="crw.pt", data="data", steps=1, stream_steps=1, window=3,
                                   frame_gap=2, batch_size=2, lr=1e-2, stream_lr=1e-2, batchnorm="train",
                                   stream_state="state/stream.pt", compare_batchnorm=["reestimate"], device="cpu"))
-    report = stage.run(p, progress=False)
+    class Recorder:
+        names: list[str] = []
+
+        def log_metrics(self, metrics, step=None):
+            from stages.tracking import _flatten
+
+            self.names += list(_flatten(metrics))
+
+    recorder = Recorder()
+    report = stage.run(p, recorder, progress=False)
+    assert recorder.names and all(re.fullmatch(r"[\w\-. /]+", n) for n in recorder.names), recorder.names
     davis = report["davis"]
     assert set(davis["per_sequence"]) == {"seq0", "seq1"}
     assert 0 <= davis["frozen"]["J&F-Mean"] <= 1 and 0 <= davis["adapted"]["J&F-Mean"] <= 1

@@ -243,6 +243,7 @@ def test_online_ttt_carries_weights_and_restores_at_the_end():
 def test_ttt_stage_writes_reports(tmp_path, monkeypatch):
     import dataclasses
     import json
+    import re
 
     from selfsup.config import Params
     from stages import ttt as stage
@@ -253,7 +254,15 @@ def test_ttt_stage_writes_reports(tmp_path, monkeypatch):
         p.ttt, classes=4, image_size=16, train_images=16, test_images=4, width=4, groups=2, epochs=2,
         batch_size=8, shifts=["gaussian_noise"], severities=[1, 5], ttt_steps=1, ttt_batch=4,
         device="cpu"))
-    report = stage.run(p, progress=False)
+    class Recorder:
+        names: list[str] = []
+
+        def log_metrics(self, metrics, step=None):
+            self.names += list(metrics)
+
+    recorder = Recorder()
+    report = stage.run(p, recorder, progress=False)
+    assert recorder.names and all(re.fullmatch(r"[\w\-. /]+", n) for n in recorder.names), recorder.names
     assert list(report["shifts"]) == ["gaussian_noise@1", "gaussian_noise@5"]
     for row in [report["clean"], *report["shifts"].values()]:
         assert {"baseline", "standard", "online"} <= set(row)
