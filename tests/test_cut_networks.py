@@ -147,7 +147,7 @@ def test_init_xavier_normal_gain_002_zero_bias():
     std = 0.02 * np.sqrt(2.0 / (fan_in + fan_out))
     assert float(w.detach().std()) == pytest.approx(std, rel=0.05)
     assert abs(float(w.detach().mean())) < std * 0.1
-    assert all(float(m.bias.abs().max()) == 0 for m in g.modules() if isinstance(m, nn.Conv2d))
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in g.modules() if isinstance(m, nn.Conv2d))
     f = init_weights(PatchSampleF([3, 8]))
     assert float(f.mlp_1[0].bias.abs().max()) == 0
 
@@ -272,3 +272,14 @@ def test_sincut_networks():
     assert [tuple(f.shape) for f in feats[1:]] == [(4, 160, 32, 32)] * 2
     assert d(x).shape == (4, 1)
     assert g(torch.randn(1, 3, 36, 52)).shape == (1, 3, 36, 52)  # whole images, sides multiple of 4
+
+
+def test_l2_normalize_zero_vector_has_finite_gradient():
+    from selfsup.cut.networks import l2_normalize
+
+    x = torch.zeros(2, 4, requires_grad=True)
+    x.data[1] = torch.tensor([3.0, 0.0, 4.0, 0.0])
+    y = l2_normalize(x)
+    torch.testing.assert_close(y[1].detach(), torch.tensor([0.6, 0.0, 0.8, 0.0]), rtol=1e-6, atol=1e-6)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -296,3 +296,47 @@ def test_sincut_trains_on_one_pair(tmp_path):
     (root / "trainB" / "second.png").write_bytes((root / "trainB" / "only.png").read_bytes())
     with pytest.raises(ValueError, match="exactly one image"):
         train(dataclasses.replace(cfg, out_dir=str(tmp_path / "sin2")))
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------------------------
+
+def test_translate_stage_and_evaluation(tmp_path, monkeypatch):
+    import csv
+
+    import yaml
+
+    from selfsup.config import load_params
+    from stages import translate as stage
+
+    make_unaligned(tmp_path / "data" / "unaligned", n_train=5, n_test=3, size=40)
+    params = {"seed": 0, "translate": {
+        "modes": ["cut", "fastcut"], "data": "data/unaligned", "image_size": 32, "load_size": 36, "ngf": 4,
+        "ndf": 4, "n_blocks": 5, "num_patches": 16, "steps_constant": 1, "steps_decay": 1, "log_every": 1,
+        "image_every": 1, "checkpoint_every": 1, "classifier_steps": 5, "device": "cpu"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SELFSUP_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.setenv("SELFSUP_TRACKING", "off")
+    stage.main()
+    for mode in ("cut", "fastcut"):
+        assert (tmp_path / "models" / "cut" / mode / "latest_net_G.pth").is_file()
+        assert sorted(p.name for p in (tmp_path / "outputs" / "translate" / mode).iterdir()) == ["000.png", "001.png", "002.png"]
+        assert (tmp_path / "reports" / "figures" / "translate" / f"{mode}_000002.png").is_file()
+    with open(tmp_path / "reports" / "plots" / "translate.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert {"cut_loss_D", "cut_loss_NCE", "fastcut_loss_G_GAN", "cut_lr"} <= set(rows[0])
+    scores = stage.evaluate_translations(load_params(tmp_path / "params.yaml"))
+    assert set(scores) == {"cut", "fastcut", "identity", "untrained"}
+    for s in scores.values():
+        assert {"structure_iou", "appearance_acc", "gt_l1", "gt_psnr", "classifier_test_acc"} <= set(s)
+        assert 0 <= s["structure_iou"] <= 1 and 0 <= s["appearance_acc"] <= 1
+    assert scores["identity"]["structure_iou"] > 0.7 > scores["untrained"]["structure_iou"]
+    # a second run resumes: nothing to train, same outputs
+    before = (tmp_path / "models" / "cut" / "cut" / "latest.pt").stat().st_mtime_ns
+    stage.main()
+    assert (tmp_path / "models" / "cut" / "cut" / "latest.pt").stat().st_mtime_ns == before
+    with open(tmp_path / "reports" / "plots" / "translate.csv") as fh:
+        assert list(csv.DictReader(fh)) == rows  # the curves come from the checkpoint

@@ -216,8 +216,12 @@ class PatchGANDiscriminator(nn.Module):
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """x / (‖x‖₂ + eps) along the last dimension."""
-    return x / (x.pow(2).sum(-1, keepdim=True).sqrt() + eps)
+    """x / (‖x‖₂ + eps) along the last dimension.
+
+    `vector_norm` rather than sqrt(sum x²): same value, but a finite gradient where a projection
+    is exactly zero (sqrt's backward at 0 is NaN and would poison every weight).
+    """
+    return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps)
 
 
 class PatchSampleF(nn.Module):

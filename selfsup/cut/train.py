@@ -235,9 +235,10 @@ def visual_grid(model: CUTModel | SinCUTModel, inputs: torch.Tensor, gts: list[t
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 
-def _save_checkpoint(model: CUTModel | SinCUTModel, cfg: TrainConfig, step: int, out_dir: Path) -> None:
+def _save_checkpoint(model: CUTModel | SinCUTModel, cfg: TrainConfig, step: int, out_dir: Path,
+                     history: list[dict] | None = None) -> None:
     state = {
-        "format": CHECKPOINT_FORMAT, "step": step, "config": cfg.to_dict(),
+        "format": CHECKPOINT_FORMAT, "step": step, "config": cfg.to_dict(), "history": list(history or []),
         "G": model.netG.state_dict(), "D": model.netD.state_dict(), "F": model.netF.state_dict(),
         "opt_G": model.optimizer_G.state_dict(), "opt_D": model.optimizer_D.state_dict(),
         "opt_F": model.optimizer_F.state_dict(),
@@ -319,7 +320,10 @@ def train(cfg: TrainConfig, *, resume: bool = True, restart_on_mismatch: bool = 
         model.optimizer_D.load_state_dict(state["opt_D"])
         model.optimizer_F.load_state_dict(state["opt_F"])
         start = int(state["step"])
+        history = [h for h in state.get("history", []) if h["step"] <= start]
         log.info("resuming %s from step %d of %d", mcfg.mode, start, total_steps)
+    else:
+        history = []
 
     visuals = _visual_inputs(cfg) if on_images is not None else None
     gen = torch.Generator(device=device)
@@ -364,16 +368,18 @@ def train(cfg: TrainConfig, *, resume: bool = True, restart_on_mismatch: bool = 
                 metrics["steps_per_s"] = count / elapsed if elapsed > 0 else math.nan
                 log.info("%s step %d/%d %s", mcfg.mode, step, total_steps,
                          " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+                history.append({"step": step, **metrics})
                 if on_log is not None:
                     on_log(step, metrics)
                 sums, count, t0 = {}, 0, time.perf_counter()
             if on_images is not None and visuals is not None and (step % cfg.image_every == 0 or step == last_step):
                 on_images(step, visual_grid(model, *visuals))
             if step % cfg.checkpoint_every == 0 or step == last_step:
-                _save_checkpoint(model, cfg, step, out_dir)
+                _save_checkpoint(model, cfg, step, out_dir, history)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     if start >= last_step and not (out_dir / "latest_net_G.pth").exists():
-        _save_checkpoint(model, cfg, start, out_dir)
+        _save_checkpoint(model, cfg, start, out_dir, history)
+    model.history = history  # every logged metrics row so far, resumed runs included
     return model

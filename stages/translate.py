@@ -1,0 +1,149 @@
+"""Stage `translate`: train CUT / FastCUT on the unpaired set, translate testA.
+
+Reads params `seed` and `translate`. For each mode in `translate.modes`:
+- trains into `<translate.out>/<mode>/` (resumable `latest.pt`, official-layout `latest_net_*.pth`);
+- translates every `testA` image into `<translate.results>/<mode>/<stem>.png`;
+- logs losses and input | output | ground-truth grids to MLflow, grids also to
+  `<translate.figures>/<mode>_<step>.png`; losses of all modes to `<translate.plots>` (dvc plots).
+
+`evaluate_translations(params)` (called by the evaluate stage) scores the outputs, the identity
+mapping and an untrained generator for structure kept and target appearance reached.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from selfsup.config import Params, TranslateParams
+from selfsup.cut.evaluate import load_masks, load_uint8_folder, score_translations, train_domain_classifier
+from selfsup.cut.infer import translate_folder
+from selfsup.cut.model import CUTConfig
+from selfsup.cut.networks import ResnetGenerator, init_weights
+from selfsup.cut.train import TrainConfig, train
+from selfsup.data.unaligned import pil_to_tensor, tensor_to_uint8
+from selfsup.io import atomic_dir, atomic_path
+
+from stages.common import params, setup_logging
+from stages.tracking import stage_run
+
+log = logging.getLogger("stages.translate")
+
+def train_config(p: Params, mode: str) -> TrainConfig:
+    """The embedded default's training settings for one mode (schedule counted in steps)."""
+    t = p.translate
+    lambda_nce = t.lambda_nce.get(mode) if t.lambda_nce else None
+    model = CUTConfig(mode=mode, ngf=t.ngf, ndf=t.ndf, n_blocks=t.n_blocks, num_patches=t.num_patches,
+                      lambda_NCE=lambda_nce, lr=t.lr, bf16=t.bf16)
+    return TrainConfig(
+        dataroot=t.data, out_dir=str(Path(t.out) / mode), model=model, load_size=t.load_size,
+        crop_size=t.image_size, schedule_unit="step", n_const=t.steps_constant, n_decay=t.steps_decay,
+        seed=p.seed, device=t.device, preload=True, loader_threads=1, checkpoint_every=t.checkpoint_every,
+        log_every=t.log_every, image_every=t.image_every)
+
+
+def _write_plots(path: Path, rows: dict[int, dict[str, float]]) -> None:
+    columns = sorted({k for r in rows.values() for k in r})
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["step", *columns])
+            for step in sorted(rows):
+                w.writerow([step, *[("" if rows[step].get(c) is None else f"{rows[step][c]:.6g}") for c in columns]])
+
+
+def main() -> None:
+    setup_logging()
+    p = params()
+    t = p.translate
+    figures = Path(t.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    out_root = Path(t.out)
+    for stale in (out_root.iterdir() if out_root.is_dir() else []):
+        if stale.is_dir() and stale.name not in t.modes:
+            shutil.rmtree(stale)
+    plot_rows: dict[int, dict[str, float]] = {}
+    with stage_run("translate", t) as run:
+        for mode in t.modes:
+            cfg = train_config(p, mode)
+            tag = mode
+
+            def on_log(step: int, metrics: dict[str, float], tag=tag) -> None:
+                run.log_metrics({f"{tag}.{k}": v for k, v in metrics.items()}, step=step)
+
+            def on_images(step: int, grid: np.ndarray, tag=tag) -> None:
+                target = figures / f"{tag}_{step:06d}.png"
+                with atomic_path(target, suffix=".png") as tmp:
+                    Image.fromarray(grid).save(tmp, format="PNG")
+                run.log_artifact(target, artifact_path=f"figures/{tag}")
+
+            model = train(cfg, resume=True, restart_on_mismatch=True, on_log=on_log, on_images=on_images)
+            for row in model.history:  # the whole run's curves, also after a resume
+                plot_rows.setdefault(row["step"], {}).update(
+                    {f"{mode}_{k}": v for k, v in row.items() if k.startswith("loss_") or k == "lr"})
+            results = Path(t.results) / mode
+            with atomic_dir(results) as tmp:
+                written = translate_folder(model.netG, Path(t.data) / "testA", tmp, size=t.image_size,
+                                           device=model.device, bf16=model.use_amp)
+            log.info("%s: %d test images translated into %s", mode, len(written), results)
+            run.log_artifact(Path(cfg.out_dir) / "latest_net_G.pth", artifact_path=f"models/{mode}")
+            run.log_metrics({f"{mode}.test_images": len(written)})
+        _write_plots(Path(t.plots), plot_rows)
+        run.log_artifact(t.plots)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation (called by the evaluate stage)
+# --------------------------------------------------------------------------------------------
+
+def _untrained_outputs(t: TranslateParams, seed: int, inputs: np.ndarray) -> np.ndarray:
+    torch.manual_seed(seed)
+    gen = init_weights(ResnetGenerator(3, 3, t.ngf, t.n_blocks), 0.02).eval()
+    x = torch.stack([pil_to_tensor(Image.fromarray(im)) for im in inputs])
+    with torch.no_grad():
+        y = torch.cat([gen(x[i:i + 16]) for i in range(0, len(x), 16)])
+    return np.stack([tensor_to_uint8(v) for v in y])
+
+
+def evaluate_translations(p: Params) -> dict:
+    """Structure kept and target appearance reached, for each trained mode, the identity mapping
+    (output = input) and an untrained generator of the same shape:
+    {"<mode>": {"structure_iou", "appearance_acc", "appearance_prob", "gt_l1", "gt_psnr",
+    "n_images", "classifier_test_acc"}}."""
+    t = p.translate
+    root = Path(t.data)
+    size = t.image_size
+    inputs, names = load_uint8_folder(root / "testA", size)
+    masks = load_masks(root / "testA_masks", names, size)
+    gt_dir = root / "testA_gtB"
+    gts = load_uint8_folder(gt_dir, size, names)[0] if gt_dir.is_dir() else None
+    train_a, _ = load_uint8_folder(root / "trainA", size)
+    train_b, _ = load_uint8_folder(root / "trainB", size)
+    test_b, _ = load_uint8_folder(root / "testB", size)
+    report = train_domain_classifier(train_a, train_b, steps=t.classifier_steps, seed=p.seed,
+                                     test_a=inputs, test_b=test_b)
+    log.info("A-vs-B classifier: train accuracy %.3f, test accuracy %.3f", report.train_accuracy,
+             report.test_accuracy)
+    candidates: dict[str, np.ndarray] = {}
+    for mode in t.modes:
+        folder = Path(t.results) / mode
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no translations for mode {mode!r} (run the translate stage)")
+        candidates[mode] = load_uint8_folder(folder, size, names)[0]
+    candidates["identity"] = inputs
+    candidates["untrained"] = _untrained_outputs(t, p.seed, inputs)
+    out = {}
+    for name, outputs in candidates.items():
+        scores = score_translations(outputs, inputs, masks, report.model, gts, threshold=t.eval_threshold)
+        scores["classifier_test_acc"] = float(report.test_accuracy)
+        out[name] = scores
+    return out
+
+
+if __name__ == "__main__":
+    main()
