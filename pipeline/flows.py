@@ -24,7 +24,9 @@ from typing import Any
 from pipeline.project import PROJECT_ROOT, QUIET_ENV, find_root
 
 for _key, _value in {**QUIET_ENV, "PREFECT_HOME": str(PROJECT_ROOT / ".prefect"),
-                     "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline"}.items():
+                     "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
+                     # the same helpers also run outside flows (selfsup table): no warning there
+                     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}.items():
     os.environ.setdefault(_key, _value)
 
 from prefect import flow, task  # noqa: E402  (after the environment above)
@@ -35,12 +37,16 @@ from pipeline.project import git_head, stage_order, tracking_env  # noqa: E402
 from pipeline.runs import PARENT_ENV, ParentRun  # noqa: E402
 
 log = logging.getLogger(__name__)
+# DVC's output (logged by pipeline.project) at INFO: Prefect's root logger stops at WARNING.
+if logging.getLogger("pipeline").level in (logging.NOTSET, logging.WARNING):
+    logging.getLogger("pipeline").setLevel(logging.INFO)
 
 WORK_POOL = "gpu"
 DEPLOYMENT = "selfsup"
 DEFAULT_MLFLOW_URL = os.environ.get("SELFSUP_MLFLOW_URL", "http://127.0.0.1:5001")
 # What a worker's flow-run process needs besides the worker's own environment.
-JOB_ENV = {**QUIET_ENV, "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline", "PYTHONUNBUFFERED": "1"}
+JOB_ENV = {**QUIET_ENV, "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
+           "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore", "PYTHONUNBUFFERED": "1"}
 
 
 # --------------------------------------------------------------------------------------------
