@@ -123,5 +123,15 @@ def main() -> int:
     return 0
 
 
+def run() -> int:
+    try:
+        return main()
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())
