@@ -14,8 +14,8 @@ Prints clips/s and peak memory of each variant and the selfsup/baseline ratios. 
 max allocated; CPU the peak rise of the process's resident set over its level before the
 variant (sampled every millisecond, freed heap handed back to the OS between variants).
 
-    python benchmarks/crw_train.py                        # CPU, small sizes (a minute)
-    python benchmarks/crw_train.py --device cuda --frame-size 256 --patch-size 64 \\
+    python benchmarks/crw_train.py --threads 1            # CPU, the embedded default's sizes
+    python benchmarks/crw_train.py --device cuda --frame-size 256 --source-size 256 --patch-size 64 \\
         --patch-stride 32 --width 1 --batch 20 --rounds 3 --steps 3  # paper sizes, one GPU
 """
 from __future__ import annotations
@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--frame-size", type=int, default=64)
-    ap.add_argument("--source-size", type=int, default=None, help="stored frame side (default: frame size)")
+    ap.add_argument("--source-size", type=int, default=128, help="stored frame side (the clip cache's)")
     ap.add_argument("--patch-size", type=int, default=16)
-    ap.add_argument("--patch-stride", type=int, default=8)
+    ap.add_argument("--patch-stride", type=int, default=16)
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--clip-len", type=int, default=4)
