@@ -38,8 +38,12 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# CPU benchmarks: each prints its figures as ratios against a baseline run in the same process.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python benchmarks/clips_decode.py
+	$(BIN)/python benchmarks/crw_train.py
+	$(BIN)/python benchmarks/propagate.py
+	$(BIN)/python benchmarks/cut_train.py
 
 ui: $(STAMP)
 	$(BIN)/python -m pipeline.ui
