@@ -89,7 +89,7 @@ def main() -> None:
             results = Path(t.results) / mode
             with atomic_dir(results) as tmp:
                 written = translate_folder(model.netG, Path(t.data) / "testA", tmp, size=t.image_size,
-                                           device=model.device, bf16=model.use_amp)
+                                           device=model.device, bf16=model.use_amp, batch_size=16)
             log.info("%s: %d test images translated into %s", mode, len(written), results)
             run.log_artifact(Path(cfg.out_dir) / "latest_net_G.pth", artifact_path=f"models/{mode}")
             run.log_metrics({f"{mode}.test_images": len(written)})

@@ -25,7 +25,7 @@ from selfsup.data.unaligned import list_images, load_rgb
 
 log = logging.getLogger(__name__)
 
-__all__ = ["foreground_mask", "mask_iou", "l1_distance", "psnr", "DomainClassifier",
+__all__ = ["foreground_mask", "shape_mask", "mask_iou", "l1_distance", "psnr", "DomainClassifier",
            "train_domain_classifier", "load_uint8_folder", "score_translations"]
 
 
@@ -49,6 +49,40 @@ def foreground_mask(output: np.ndarray, reference: np.ndarray, background: np.nd
     out = output.reshape(-1, 3).astype(np.float64) / 255.0
     dist, _ = cKDTree(ref).query(out, k=1, distance_upper_bound=threshold)
     fg = ~np.isfinite(dist)  # no background colour within the threshold
+    return _majority3(fg.reshape(output.shape[:2]))
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    out = mask.copy()
+    h, w = mask.shape
+    p = np.pad(mask, radius)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            out |= p[radius + dy:radius + dy + h, radius + dx:radius + dx + w]
+    return out
+
+
+def shape_mask(output: np.ndarray, shapes: np.ndarray, threshold: float = 0.15, margin: int = 2) -> np.ndarray:
+    """Pixels of `output` whose colour is farther than `threshold` from the colours the output
+    itself shows elsewhere in the background (pixels more than `margin` px from every shape).
+
+    Tolerant to a recoloured background; shapes that dissolve into it, or a background painted
+    with the shapes' texture, leave no distinguishable pixels."""
+    from scipy.spatial import cKDTree
+
+    far_bg = ~_dilate(shapes.astype(bool), margin)
+    if not far_bg.any():
+        return np.ones(output.shape[:2], bool)
+    colours = output.reshape(-1, 3).astype(np.float64) / 255.0
+    ref_idx = np.flatnonzero(far_bg.ravel())
+    tree = cKDTree(colours[ref_idx])
+    dist, idx = tree.query(colours, k=2, distance_upper_bound=threshold)
+    # a background reference pixel must match another pixel, not itself
+    own = np.zeros(colours.shape[0], bool)
+    own[ref_idx] = True
+    first_is_self = own & (idx[:, 0] < len(ref_idx)) & (ref_idx[np.minimum(idx[:, 0], len(ref_idx) - 1)] == np.arange(colours.shape[0]))
+    nearest = np.where(first_is_self, dist[:, 1], dist[:, 0])
+    fg = ~np.isfinite(nearest)
     return _majority3(fg.reshape(output.shape[:2]))
 
 
@@ -183,7 +217,9 @@ def score_translations(outputs: np.ndarray, inputs: np.ndarray, masks: np.ndarra
     if outputs.shape != inputs.shape:
         raise ValueError(f"outputs {outputs.shape} and inputs {inputs.shape} differ in shape")
     ious = [mask_iou(foreground_mask(o, x, ~m, threshold), m) for o, x, m in zip(outputs, inputs, masks)]
-    scores = {"structure_iou": float(np.mean(ious)), "n_images": float(len(outputs))}
+    shape_ious = [mask_iou(shape_mask(o, m, threshold), m) for o, m in zip(outputs, masks)]
+    scores = {"structure_iou": float(np.mean(ious)), "shape_iou": float(np.mean(shape_ious)),
+              "n_images": float(len(outputs))}
     if classifier is not None:
         p = classifier.prob_b(outputs)
         scores["appearance_acc"] = float(np.mean(p >= 0.5))
