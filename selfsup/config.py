@@ -452,9 +452,9 @@ class TTTParams:
     groups: int = param(8, ge=1)
     split: str = param("layer2", choices=["layer1", "layer2"], help="last group of the shared encoder")
     epochs: int = param(10, ge=1, help="joint training epochs (paper: 75)")
-    batch_size: int = param(32, ge=1, help="paper: 128")
+    batch_size: int = param(16, ge=1, help="paper: 128")
     lr: float = param(0.05, gt=0, help="SGD lr (paper: 0.1)")
-    lr_milestones: list[float] = param([0.67, 0.87], help="fractions of the epochs where lr /= 10")
+    lr_milestones: list[float] = param([0.8, 0.95], help="fractions of the epochs where lr /= 10")
     rotation: str = param("rand", choices=["rand", "expand"], help="rotation labels per training image")
     train_augment: bool = param(False, help="random crops and flips in joint training (paper: on; off "
                                             "learns faster in a short run)")

@@ -127,11 +127,11 @@ def plot_stream(curve: list[dict[str, Any]], path: Path) -> Path:
 
     pos = [r["position"] + 1 for r in curve]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(pos, [r["running"] for r in curve], "-o", label="test-then-train (running mean)")
+    ax.plot(pos, [r["running"] for r in curve], "-o", color="C0", label="test-then-train (running mean)")
+    ax.scatter(pos, [r["score"] for r in curve], marker="+", s=60, color="C0", label="test-then-train, per video")
     if all(r["frozen_running"] is not None for r in curve):
-        ax.plot(pos, [r["frozen_running"] for r in curve], "-s", label="frozen (running mean)")
-        ax.scatter(pos, [r["frozen"] for r in curve], marker="x", alpha=0.5, label="frozen, per video")
-    ax.scatter(pos, [r["score"] for r in curve], marker="+", alpha=0.7, label="stream, per video")
+        ax.plot(pos, [r["frozen_running"] for r in curve], "-s", color="C1", label="frozen (running mean)")
+        ax.scatter(pos, [r["frozen"] for r in curve], marker="x", color="C1", label="frozen, per video")
     ax.set_xlabel("videos seen")
     ax.set_ylabel("J&F-Mean")
     ax.set_title("online stream: each video scored before training on it")

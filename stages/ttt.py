@@ -98,8 +98,12 @@ def run(p: Params, run_log: Any = None, progress: bool = True) -> dict[str, Any]
     images, labels = shape_images(cfg.train_images, cfg.image_size, p.seed, "train", cfg.classes)
     test, test_labels = shape_images(cfg.test_images, cfg.image_size, p.seed, "test", cfg.classes)
     log.info("rendered %d training and %d test images in %.1f s", len(images), len(test), time.perf_counter() - t0)
-    model = TTTNet(classes=cfg.classes, depth=cfg.depth, width=cfg.width, norm=cfg.norm, groups=cfg.groups,
-                   split=cfg.split)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):          # the initial weights depend on the seed only
+        torch.manual_seed(p.seed)
+        model = TTTNet(classes=cfg.classes, depth=cfg.depth, width=cfg.width, norm=cfg.norm, groups=cfg.groups,
+                       split=cfg.split)
 
     def on_epoch(epoch: int, row: dict[str, float]) -> None:
         if run_log is not None:
