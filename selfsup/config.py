@@ -419,7 +419,7 @@ class AdaptParams:
     batch_size: int = param(2, ge=1, help="clips per step")
     layers: list[str] = param(["all"], choices=["all", "stem", "layer1", "layer2", "layer3", "layer4", "head"],
                               help="parameter groups that are updated")
-    batchnorm: str = param("frozen", choices=["frozen", "train", "reestimate"],
+    batchnorm: str = param("reestimate", choices=["frozen", "train", "reestimate"],
                            help="frozen: running statistics; train: batch statistics, running ones updated; "
                                 "reestimate: frozen steps, then statistics recomputed on the video's frames")
     objective: str = param("patches", choices=["patches", "dense"],
@@ -427,9 +427,11 @@ class AdaptParams:
                                 "layer3 cells of whole frames")
     dense_size: int = param(0, ge=0, help="dense: frames resized to this short side (0: as stored)")
     dense_pool: int = param(2, ge=1, help="dense: layer3 cells average-pooled by this factor")
-    compare_batchnorm: list[str] = param([], choices=["frozen", "train", "reestimate"],
-                                         help="also evaluate adaptation with these BatchNorm modes "
-                                              "(everything else as above)")
+    compare: list[str] = param(["statistics_only"],
+                               choices=["statistics_only", "bn_frozen", "bn_train", "bn_reestimate", "dense"],
+                               help="also evaluate these variants of the adaptation: statistics_only = no "
+                                    "gradient step, BatchNorm statistics re-estimated; bn_* = another "
+                                    "BatchNorm mode; dense = the dense objective")
     stream: bool = param(True, help="also run the online test-then-train stream over the sequences")
     stream_steps: int = param(5, ge=0, help="stream: Adam steps on each video after scoring it")
     stream_lr: float = param(3e-4, gt=0)

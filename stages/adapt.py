@@ -5,7 +5,9 @@
 1. frozen: every sequence propagated with the checkpoint as is (timed per video);
 2. adapted: every sequence propagated after adapting the encoder to it (`selfsup.crw.adapt`),
    the base weights restored between videos (adaptation and propagation timed separately);
-3. stream (`adapt.stream`): test-then-train over the sequences in order (`selfsup.stream`), the
+3. variants (`adapt.compare`): the adaptation again with one setting changed, e.g.
+   `statistics_only` (no gradient step, BatchNorm statistics re-estimated on the video);
+4. stream (`adapt.stream`): test-then-train over the sequences in order (`selfsup.stream`), the
    running J&F beside the frozen model's; resumable from `adapt.stream_state`.
 
 Writes `reports/test_time/crw.json` (J&F with and without adaptation, time per video, stream
@@ -34,6 +36,16 @@ STREAM_CSV = Path("reports/plots/stream.csv")
 FIGURES = Path("reports/figures/test_time")
 STREAM_COLUMNS = ["position", "video", "score", "frozen", "running", "frozen_running", "train_loss",
                   "score_seconds", "train_seconds"]
+
+
+# what each `adapt.compare` entry changes in the configured adaptation
+VARIANTS: dict[str, dict[str, Any]] = {
+    "statistics_only": {"steps": 0, "batchnorm": "reestimate"},
+    "bn_frozen": {"batchnorm": "frozen"},
+    "bn_train": {"batchnorm": "train"},
+    "bn_reestimate": {"batchnorm": "reestimate"},
+    "dense": {"objective": "dense"},
+}
 
 
 def adapt_config(cfg: AdaptParams, seed: int, stream: bool = False) -> Any:
@@ -198,16 +210,13 @@ def run(p: Params, run_log: Any = None, progress: bool = True) -> dict[str, Any]
                               "adaptation_only": summary["adapt_seconds"] / n},
         "videos": n, "per_sequence": per_sequence}
     variants = {}
-    for mode in cfg.compare_batchnorm:
-        if mode == cfg.batchnorm:
-            continue
-        folder = out / f"adapted_bn_{mode}" / "davis"
-        variant = propagate_with_adaptation("davis", model, config.replace(batchnorm=mode), davis.root, folder,
+    for name in cfg.compare:
+        folder = out / f"variant_{name}" / "davis"
+        variant = propagate_with_adaptation("davis", model, config.replace(**VARIANTS[name]), davis.root, folder,
                                             prop, videos=names, device=device, progress=progress)
-        variants[f"batchnorm={mode}"] = {
-            **_summary(evaluate_davis(davis.root, folder, sequences=names)),
-            "seconds_per_video": (variant["adapt_seconds"] + variant["propagate_seconds"]) / n}
-        log.info("variant batchnorm=%s: J&F %.4f", mode, variants[f"batchnorm={mode}"]["J&F-Mean"])
+        variants[name] = {**_summary(evaluate_davis(davis.root, folder, sequences=names)),
+                          "seconds_per_video": (variant["adapt_seconds"] + variant["propagate_seconds"]) / n}
+        log.info("variant %s: J&F %.4f", name, variants[name]["J&F-Mean"])
     if variants:
         davis_report["variants"] = variants
     report: dict[str, Any] = {"davis": davis_report}

@@ -72,7 +72,8 @@ class AdaptConfig:
     frame_gap: int = 3                    # frames between clip frames: 24 fps video, 8 fps training clips
     batch_size: int = 4                   # clips per step
     layers: tuple[str, ...] = ("all",)    # updated groups: stem, layer1..layer4, head, or all
-    batchnorm: Literal["frozen", "train", "reestimate"] = "frozen"
+    # the trained statistics come from small training patches; frames at test resolution differ
+    batchnorm: Literal["frozen", "train", "reestimate"] = "reestimate"
     objective: Literal["patches", "dense"] = "patches"
     dense_size: int = 0                   # dense: frames resized to this short side (0: as given)
     dense_pool: int = 2                   # dense: layer3 cells average-pooled by this (nodes = cells / pool^2)
