@@ -149,7 +149,7 @@ def test_init_xavier_normal_gain_002_zero_bias():
     assert abs(float(w.detach().mean())) < std * 0.1
     assert all(float(m.bias.detach().abs().max()) == 0 for m in g.modules() if isinstance(m, nn.Conv2d))
     f = init_weights(PatchSampleF([3, 8]))
-    assert float(f.mlp_1[0].bias.abs().max()) == 0
+    assert float(f.mlp_1[0].bias.detach().abs().max()) == 0
 
 
 def test_downsample_matches_loop():

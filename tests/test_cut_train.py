@@ -297,6 +297,11 @@ def test_sincut_trains_on_one_pair(tmp_path):
     assert mode == "sincut"
     written = translate_folder(model.netG, root / "testA", tmp_path / "res", size=None, progress=False)
     assert np.asarray(Image.open(written[0])).shape == (80, 80, 3)
+    from selfsup.cut.train import _SingleImageStream
+
+    per_crop = _SingleImageStream(cfg, 4).batch(1, False)[0]
+    shared = _SingleImageStream(dataclasses.replace(cfg, sincut_shared_zoom=True), 4).batch(1, False)[0]
+    assert per_crop.shape == shared.shape == (4, 3, 64, 64) and not torch.equal(per_crop, shared)
     (root / "trainB" / "second.png").write_bytes((root / "trainB" / "only.png").read_bytes())
     with pytest.raises(ValueError, match="exactly one image"):
         train(dataclasses.replace(cfg, out_dir=str(tmp_path / "sin2")))

@@ -70,6 +70,7 @@ class TrainConfig:
     sincut_crop: int = 64
     sincut_zoom_min: float = 1 / 3
     sincut_epoch_length: int = 100_000         # crops per SinCUT "epoch"
+    sincut_shared_zoom: bool = False           # one zoom per batch (intended officially; per crop in effect)
     seed: int = 0
     device: str = "auto"
     preload: bool = False
@@ -176,11 +177,15 @@ class _SingleImageStream:
             self._orders = {epoch: orders}
         order_a, order_b = orders
         pos0 = ((step - 1) % self.steps_per_epoch) * self.batch_size
+        zoom = None
+        if self.cfg.sincut_shared_zoom:
+            z = np.random.default_rng([self.cfg.seed, epoch, pos0, 2]).uniform(self.cfg.sincut_zoom_min, 1.0, 2)
+            zoom = (float(z[0]), float(z[1]))
         a_list, b_list = [], []
         for pos in range(pos0, pos0 + self.batch_size):
             rng = np.random.default_rng([self.cfg.seed, epoch, pos, 1])
-            a_list.append(self.A.crop(rng, order_a[pos % len(order_a)]))
-            b_list.append(self.B.crop(rng, order_b[pos % len(order_b)]))
+            a_list.append(self.A.crop(rng, order_a[pos % len(order_a)], zoom))
+            b_list.append(self.B.crop(rng, order_b[pos % len(order_b)], zoom))
         return torch.stack(a_list), torch.stack(b_list)
 
 
