@@ -70,8 +70,9 @@ def nonsat_g_loss(pred_fake: torch.Tensor) -> torch.Tensor:
 def r1_penalty(pred_real: torch.Tensor, real: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     """0.5·weight·mean over the batch of ‖∇_real D(real)‖² (differentiable: create_graph).
 
-    `real` must have requires_grad set before D ran on it. Each sample's logits depend only on
-    that sample, so the gradient of the summed logits gives every per-sample gradient at once.
+    `real` must have requires_grad set before D ran on it. The gradient is that of the summed
+    logits (StyleGAN2's form): for a D whose logits depend on their own sample only it holds every
+    per-sample gradient at once; with a minibatch-stddev feature it also carries the coupling.
     """
     (grad,) = torch.autograd.grad(at_least_fp32(pred_real).sum(), real, create_graph=True)
     return 0.5 * weight * at_least_fp32(grad).pow(2).flatten(1).sum(1).mean()
