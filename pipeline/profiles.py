@@ -3,6 +3,14 @@
 A profile is applied the way DVC applies experiment parameters: flattened into
 `section.key=value` overrides for `dvc exp run -S ...` (or written into params.yaml by DVC's own
 override code for a workspace run), so DVC records exactly which values changed.
+
+Mapping-valued parameters (`translate.lambda_nce: {cut: 1.0, fastcut: 0.5}`) merge key by key
+everywhere: a profile holding `translate: {lambda_nce: {fastcut: 10.0}}` changes only `fastcut`,
+in `combine`, in `selfsup.config.load_params(..., profile=...)` and in DVC, which receives the
+dotted leaf `-S translate.lambda_nce.fastcut=10.0`. An entry params.yaml does not have yet (a
+mode its mapping omits) goes as Hydra's append, `-S +translate.lambda_nce.fastcut=10.0`, when the
+params the overrides apply to are known (`to_set_params(..., base=...)`); DVC refuses a plain
+override of a key that does not exist.
 """
 from __future__ import annotations
 
@@ -87,7 +95,12 @@ def combine(names: Iterable[str | Path], extra: Mapping[str, Any] | None = None,
 
 
 def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'pretrain': {'lr': 1e-4}} -> {'pretrain.lr': 1e-4} (lists stay values)."""
+    """{'pretrain': {'lr': 1e-4}} -> {'pretrain.lr': 1e-4} (lists stay values).
+
+    Mapping-valued parameters flatten to their entries, {'translate': {'lambda_nce': {'fastcut':
+    10.0}}} -> {'translate.lambda_nce.fastcut': 10.0}, so that setting one entry leaves the
+    others; an empty mapping stays a value (it changes nothing when merged).
+    """
     out: dict[str, Any] = {}
     for key, value in overrides.items():
         dotted = f"{prefix}{key}"
@@ -150,9 +163,61 @@ def format_value(value: Any) -> str:
     raise ValueError(f"cannot pass a {type(value).__name__} as a parameter: {value!r}")
 
 
-def to_set_params(overrides: Mapping[str, Any]) -> list[str]:
-    """Nested overrides -> ['section.key=value', ...] for `dvc exp run -S`."""
-    return [f"{key}={format_value(value)}" for key, value in flatten(overrides).items()]
+_MISSING = object()
+
+
+def _lookup(data: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if not isinstance(data, Mapping) or part not in data:
+            return _MISSING
+        data = data[part]
+    return data
+
+
+def _is_new_entry(parts: list[str], base: Mapping[str, Any]) -> bool:
+    """Whether `parts` is absent from `base` inside a mapping-valued parameter (a new entry of
+    e.g. translate.lambda_nce); new sections or section keys are not (DVC refuses those: typos)."""
+    if _lookup(base, parts) is not _MISSING:
+        return False
+    for depth in range(len(parts) - 1, 0, -1):
+        ancestor = _lookup(base, parts[:depth])
+        if ancestor is not _MISSING:
+            return depth >= 2 and isinstance(ancestor, Mapping)
+    return False
+
+
+def _check_key(overrides: Mapping[str, Any], path: tuple = ()) -> None:
+    """Every key must be a string the override grammar reads back as one dotted part."""
+    from dvc.utils.hydra import to_hydra_overrides
+
+    for key, value in overrides.items():
+        where = ".".join(map(str, (*path, key)))
+        ok = isinstance(key, str) and key and "." not in key
+        if ok:
+            try:
+                ok = to_hydra_overrides([f"{where}=0"])[0].key_or_group == where
+            except Exception:
+                ok = False
+        if not ok:
+            raise ValueError(f"cannot pass key {key!r} (at {where}) as a parameter: keys must be "
+                             "names without dots or spaces")
+        if isinstance(value, Mapping):
+            _check_key(value, (*path, key))
+
+
+def to_set_params(overrides: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> list[str]:
+    """Nested overrides -> ['section.key=value', ...] for `dvc exp run -S`.
+
+    Mapping-valued parameters become one item per entry ('translate.lambda_nce.fastcut=10.0'),
+    which DVC merges into the mapping like `merge_overrides` does. With `base` (the params the
+    overrides apply to), an entry that mapping lacks is appended: '+translate.lambda_nce.x=1.0'.
+    """
+    _check_key(overrides)
+    items = []
+    for key, value in flatten(overrides).items():
+        add = "+" if base is not None and _is_new_entry(key.split("."), base) else ""
+        items.append(f"{add}{key}={format_value(value)}")
+    return items
 
 
 def validate(overrides: Mapping[str, Any], params_file: Path, label: str = "overrides") -> None:
@@ -175,7 +240,8 @@ def apply_to_params_file(params_file: Path, overrides: Mapping[str, Any]) -> Non
     """Write overrides into params.yaml with DVC's own `-S` code (comments and order kept)."""
     from dvc.utils.hydra import apply_overrides
 
-    apply_overrides(params_file, to_set_params(overrides))
+    base = yaml.safe_load(Path(params_file).read_text()) or {}
+    apply_overrides(params_file, to_set_params(overrides, base))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,9 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<24} {describe(name)}")
         return 0
     merged = combine(names)
-    validate(merged, PROJECT_ROOT / "params.yaml", label="+".join(names))
+    params_file = PROJECT_ROOT / "params.yaml"
+    validate(merged, params_file, label="+".join(names))
     args = ["dvc", "exp", "run", "--name", "--".join(Path(n).stem for n in names)]
-    for item in to_set_params(merged):
+    for item in to_set_params(merged, yaml.safe_load(params_file.read_text()) or {}):
         args += ["-S", item]
     print(" ".join(shlex.quote(a) for a in args))
     return 0
