@@ -8,8 +8,9 @@ Writes, under `report.out` (default reports/):
 - `tables/<table>.md`: each paper table whose synthetic counterpart comes from this run's metrics
   (the published numbers beside ours; see stages/paper_tables.py).
 
-Reads whatever exists: metrics.json (evaluate), clips.json, download.json, figures/**, plots/*.csv.
-A section whose file is missing is shown as "not run". Stage runs link to the MLflow UI.
+Reads whatever exists: metrics.json (evaluate: propagation, translation, and the test_time and
+baselines sections it nests), clips.json, download.json, figures/**, plots/*.csv. A section whose
+file is missing is shown as "not run". Stage runs link to the MLflow UI.
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def pipeline_stages(dvc_file: Path = Path("dvc.yaml")) -> tuple[str, ...]:
     names = tuple(name for name in stages if name != "report")
     return names or STAGES
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
+# metrics.json sections that nest another stage's report file as it is
+NESTED_REPORTS = {"test_time": "test_time.json", "baselines": "baselines.json"}
 MAX_LIST_ITEMS = 20
 
 
@@ -348,14 +351,23 @@ def build(out: Path, metrics_file: Path, mlflow_url: str, download_datasets: Seq
         doc.p("not run")
     _curves_and_figures(doc, out, "translate", curves, shown)
 
+    test_time = (metrics or {}).get("test_time") if isinstance(metrics, Mapping) else None
+    render_test_time(doc, test_time if isinstance(test_time, Mapping) else None)
+    _figures(doc, out / "figures" / "test_time", out, shown)
+
+    baselines = (metrics or {}).get("baselines") if isinstance(metrics, Mapping) else None
+    render_baselines(doc, baselines if isinstance(baselines, Mapping) else None)
+
     if isinstance(metrics, Mapping):
-        extra = {k: v for k, v in metrics.items() if k not in {"propagation", "translate"}}
+        extra = {k: v for k, v in metrics.items() if k not in {"propagation", "translate"} | NESTED_REPORTS.keys()}
         if extra:
             doc.h(2, "Other metrics")
             doc.table(["key", "value"], flatten(extra))
 
-    # every other summary a stage wrote (pretrain.json, propagate.json, ...)
+    # every other summary a stage wrote (pretrain.json, propagate.json, ...); the stage reports
+    # that metrics.json nests are already shown above
     known = {"metrics.json", "clips.json", "download.json", metrics_file.name}
+    known |= {name for key, name in NESTED_REPORTS.items() if isinstance(metrics, Mapping) and key in metrics}
     for path in sorted(out.glob("*.json")):
         data = read_json(path) if path.name not in known else None
         if isinstance(data, Mapping) and data:
@@ -386,6 +398,119 @@ def build(out: Path, metrics_file: Path, mlflow_url: str, download_datasets: Seq
         for path in rest:
             doc.image(path.relative_to(out).as_posix(), path.relative_to(out).as_posix())
     return doc, tables
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _difference(method: Any, baseline: Any) -> float | None:
+    a, b = _number(method), _number(baseline)
+    return None if a is None or b is None else a - b
+
+
+def render_test_time(doc: Doc, section: Mapping[str, Any] | None) -> None:
+    """metrics.json's test_time section: each way of learning at test time beside the model without it."""
+    doc.h(2, "Learning at test time")
+    if not section:
+        doc.p("not run")
+        return
+    doc.h(3, "CRW test-time adaptation (DAVIS, official 0..1 scale)")
+    davis = _get(section, "crw_adapt", "davis")
+    if isinstance(davis, Mapping):
+        adapted, frozen = davis.get("adapted") or {}, davis.get("frozen") or {}
+        rows = [[key, adapted[key], frozen.get(key), _difference(adapted[key], frozen.get(key))]
+                for key in adapted if _number(adapted[key]) is not None]
+        seconds = davis.get("seconds_per_video") or {}
+        rows.append(["seconds per video", seconds.get("adapted"), seconds.get("frozen"),
+                     _difference(seconds.get("adapted"), seconds.get("frozen"))])
+        doc.table(["measure", "adapted", "frozen (baseline)", "adapted − frozen"], rows)
+        doc.p(f"{_cell(davis.get('videos'))} videos; the adaptation alone takes "
+              f"{_cell(_number(seconds.get('adaptation_only')))} s per video.")
+        variants = davis.get("variants") or {}
+        if variants:
+            base = frozen.get("J&F-Mean")
+            rows = [[name, v.get("J&F-Mean"), base, _difference(v.get("J&F-Mean"), base), v.get("seconds_per_video")]
+                    for name, v in {"configured adaptation": {**adapted, "seconds_per_video": seconds.get("adapted")},
+                                    **variants}.items() if isinstance(v, Mapping)]
+            doc.table(["variant", "J&F-Mean", "frozen J&F-Mean (baseline)", "gain", "seconds per video"], rows)
+    else:
+        doc.p("not run")
+
+    doc.h(3, "Online test-then-train stream (DAVIS, running mean of J&F)")
+    stream = section.get("stream")
+    if isinstance(stream, Mapping):
+        videos = f"{_cell(stream.get('videos'))} / {_cell(stream.get('total'))}"
+        doc.table(["videos", "test-then-train", "frozen (baseline)", "gain", "seconds per video"],
+                  [[videos, stream.get("running"), stream.get("frozen_running"),
+                    _difference(stream.get("running"), stream.get("frozen_running")), stream.get("seconds_per_video")]])
+    else:
+        doc.p("not run")
+
+    doc.h(3, "Test-time training with rotation prediction (accuracy, fraction)")
+    ttt = section.get("ttt")
+    if isinstance(ttt, Mapping):
+        shifts = {"clean": ttt.get("clean"), **(ttt.get("shifts") or {}), "mean over shifts": ttt.get("mean")}
+        rows = [[name, r.get("standard"), r.get("online"), r.get("baseline"),
+                 _difference(r.get("standard"), r.get("baseline")), _difference(r.get("online"), r.get("baseline")),
+                 r.get("rotation_accuracy")]
+                for name, r in shifts.items() if isinstance(r, Mapping)]
+        doc.table(["shift", "TTT standard", "TTT online", "no TTT (baseline)", "standard − baseline",
+                   "online − baseline", "rotation accuracy"], rows)
+        doc.p(f"{_cell(ttt.get('test_images'))} test images per shift (`<kind>@<severity>`).")
+    else:
+        doc.p("not run")
+
+
+SET_LABELS = {"davis": "DAVIS", "jhmdb": "JHMDB", "vip": "VIP", "esvm": "Exemplar-SVM", "cosine": "cosine"}
+
+
+def nested_table(entries: Mapping[str, Any], part: str, first: str) -> tuple[list[str], list[list[Any]]]:
+    """{row: {part: {group: {metric: value}}}} -> header, rows with one column per group × metric."""
+    flat = {name: dict(flatten(entry.get(part) or {})) for name, entry in entries.items() if isinstance(entry, Mapping)}
+    keys: list[str] = []
+    for values in flat.values():
+        keys += [k for k, v in values.items() if k not in keys and _number(v) is not None]
+    header = [first] + [" ".join(SET_LABELS.get(w, w) for w in k.split(".", 1)) for k in keys]
+    return header, [[name] + [values.get(k) for k in keys] for name, values in flat.items()]
+
+
+def render_baselines(doc: Doc, section: Mapping[str, Any] | None) -> None:
+    """metrics.json's baselines section: the older methods beside CRW, a random encoder and raw pixels."""
+    doc.h(2, "Baselines (lecture contrast)")
+    models = section.get("models") if section else None
+    if not isinstance(models, Mapping) or not models:
+        doc.p("not run")
+        return
+    doc.p("Every method trained on the same clips and scored the same way; `random` (an untrained encoder) "
+          "and `pixels` are the floor. Full table: tables/lecture-contrast.md.")
+    doc.h(3, "Label propagation (DAVIS on the 0..1 scale, JHMDB PCK and VIP mIoU in %)")
+    doc.table(*nested_table(models, "propagation", "method"))
+    doc.h(3, "Instance retrieval (precision@k, %)")
+    doc.table(*nested_table(models, "retrieval", "method"))
+    chance = section.get("chance") or {}
+    doc.h(3, "Linear probes on frozen features (accuracy, %)")
+    header, rows = nested_table(models, "probe", "method")
+    doc.table(header, rows + [["chance"] + [chance.get(h) for h in header[1:]]])
+    ablation = section.get("ablation")
+    doc.h(3, "Augmentation leave-one-out (SimCLR)")
+    if isinstance(ablation, Mapping) and ablation:
+        header, rows = nested_table(ablation, "propagation", "augmentations")
+        for part in ("probe", "retrieval"):
+            more_header, more_rows = nested_table(ablation, part, "augmentations")
+            header += [f"{h} probe" for h in more_header[1:]] if part == "probe" else more_header[1:]
+            rows = [row + more[1:] for row, more in zip(rows, more_rows)]
+        doc.table(header, rows)
+    else:
+        doc.p("not run")
 
 
 def _curves_and_figures(doc: Doc, out: Path, name: str, curves: Mapping[str, Path], shown: set[Path]) -> None:

@@ -183,6 +183,11 @@ def test_propagate_and_evaluate_stages(world, tmp_path, monkeypatch, root):
     from stages import evaluate as evaluate_stage
     from stages import propagate as propagate_stage
 
+    # the adapt / ttt / test_time / baselines reports have not been written (tests/test_evaluate_stage.py)
+    monkeypatch.setattr(evaluate_stage, "TEST_TIME_REPORT", tmp_path / "absent" / "test_time.json")
+    monkeypatch.setattr(evaluate_stage, "TEST_TIME_PARTS", (tmp_path / "absent" / "crw.json",
+                                                            tmp_path / "absent" / "ttt.json"))
+    monkeypatch.setattr(evaluate_stage, "BASELINES_REPORT", tmp_path / "absent" / "baselines.json")
     assert propagate_stage.main() == 0
     for model in ("crw", "random", "pixels"):
         assert (tmp_path / "outputs" / model / "davis" / "aa" / "00005.png").exists()

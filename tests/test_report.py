@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from fake_stage_reports import baselines_report, merged_report
 from stages import report
 
 
@@ -84,6 +85,56 @@ def test_report_with_nothing_run(tmp_path):
     md = (out / "index.md").read_text()
     assert md.count("not run") >= 7
     assert "ours: not run" in (out / "tables" / "cut-cityscapes.md").read_text()
+
+
+def test_report_shows_test_time_and_baselines_beside_their_baselines(partial_reports):
+    """metrics.json's nested sections as tables, method beside baseline, each shown once."""
+    out = partial_reports
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics.update(test_time=merged_report(), baselines=baselines_report()["baselines"])
+    _write(out / "metrics.json", metrics)
+    _write(out / "test_time.json", merged_report())
+    _write(out / "baselines.json", baselines_report())
+    report.write_report(out, out / "metrics.json", "http://x", ["synthetic"], {})
+    md = (out / "index.md").read_text()
+    html = (out / "index.html").read_text()
+
+    assert "## Learning at test time" in md and "## Baselines (lecture contrast)" in md
+    # CRW adaptation: adapted, frozen, gain; time per video
+    assert "| measure | adapted | frozen (baseline) | adapted − frozen |" in md
+    assert "| J&F-Mean | 0.52 | 0.48 | 0.04 |" in md
+    assert "| seconds per video | 4 | 1.5 | 2.5 |" in md
+    assert "| statistics_only | 0.5 | 0.48 | 0.02 | 1.9 |" in md
+    # the stream's final running J&F beside the frozen model's
+    assert "| videos | test-then-train | frozen (baseline) | gain | seconds per video |" in md
+    assert "| 2 / 2 | 0.5 | 0.48 | 0.02 | 3.25 |" in md
+    # rotation-prediction TTT per shift: standard, online, without TTT
+    assert "| gaussian_noise@5 | 0.61 | 0.64 | 0.42 | 0.19 | 0.22 | 0.55 |" in md
+    assert "| clean | 0.91 | 0.92 | 0.9 |" in md and "| mean over shifts | 0.61 | 0.64 | 0.42 |" in md
+    # baselines: propagation on every set, retrieval, probes with chance, leave-one-out
+    assert ("| method | DAVIS J&F-Mean | DAVIS J-Mean | DAVIS F-Mean | JHMDB PCK@0.1 | JHMDB PCK@0.2 | VIP mIoU |"
+            in md)
+    assert "| crw | 0.45 | 0.44 | 0.46 | 35 | 55 | 25 |" in md
+    assert "| random | 0.25 | 0.24 | 0.26 | 22 | 42 | 12 |" in md
+    assert "| method | Exemplar-SVM P@1 | Exemplar-SVM P@5 | cosine P@1 | cosine P@5 |" in md
+    assert "| simclr | 70 | 60 | 65 | 55 |" in md
+    assert "| chance | 25 | 16.7 |" in md
+    assert "| all (crop, flip) | 0.35 | 0.34 | 0.36 | 60 | 40 | 70 | 60 | 65 | 55 |" in md
+    assert "| − crop | 0.31 | 0.3 | 0.32 | 60 | 40 | 60 | 50 | 55 | 45 |" in md
+    assert "<td>gaussian_noise@5</td><td>0.61</td>" in html
+    # not repeated as flat key/value dumps
+    assert "Other metrics" not in md
+    assert "(test_time.json)" not in md and "(baselines.json)" not in md
+    assert md.count("0.45 | 0.44 | 0.46") == 1
+
+
+def test_report_without_test_time_and_baselines(partial_reports):
+    out = partial_reports
+    report.write_report(out, out / "metrics.json", "http://x", ["synthetic"], {})
+    sections = re.split(r"\n#+ ", (out / "index.md").read_text())
+    for title in ("Learning at test time", "Baselines (lecture contrast)"):
+        body = next(s for s in sections if s.startswith(title))
+        assert "not run" in body, title
 
 
 def test_report_labels_paper_scale_runs(partial_reports):
