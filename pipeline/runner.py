@@ -65,9 +65,16 @@ def apply_overrides(root: Path, overrides: Mapping[str, Any], label: str = "prof
     """Validate overrides against params.yaml, then write them into it (as `dvc exp run -S` does)."""
     params_file = root / "params.yaml"
     validate_overrides(root, overrides, label)
+    # computed before writing: a dict entry params.yaml lacks needs DVC's `+` form
+    items = profiles.to_set_params(overrides, base_params(root))
     if overrides:
         profiles.apply_to_params_file(params_file, overrides)
-    return profiles.to_set_params(overrides)
+    return items
+
+
+def base_params(root: Path) -> dict:
+    """params.yaml as plain data (the base the `-S` overrides apply to)."""
+    return yaml.safe_load((root / "params.yaml").read_text()) or {}
 
 
 def experiment_ref(root: Path, name: str, baseline: str | None = None) -> str | None:
@@ -112,7 +119,7 @@ def run_experiment(root: Path, name: str, overrides: Mapping[str, Any], env: Map
     validate_overrides(root, overrides, name)
     remove_experiment(root, name, env)
     args = ["exp", "run", "--temp", "--name", name]
-    for item in profiles.to_set_params(overrides):
+    for item in profiles.to_set_params(overrides, base_params(root)):
         args += ["-S", item]
     dvc(args + list(targets or []), root, env)
     rev = experiment_ref(root, name)

@@ -130,3 +130,12 @@ def test_command_line_prints_nested_set_params(capsys):
     assert profiles.main(["horse2zebra-fastcut"]) == 0
     out = capsys.readouterr().out
     assert "-S translate.lambda_nce.cut=1.0 -S translate.lambda_nce.fastcut=10.0" in out
+
+
+def test_runner_passes_new_entries_to_dvc_with_plus(tmp_path):
+    from pipeline import runner
+
+    (tmp_path / "params.yaml").write_text("evaluate:\n  weights: {a: 1.0}\n")
+    items = runner.apply_overrides(tmp_path, {"evaluate": {"weights": {"b": 2.0, "a": 3.0}}})
+    assert sorted(items) == ["+evaluate.weights.b=2.0", "evaluate.weights.a=3.0"]
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text()) == {"evaluate": {"weights": {"a": 3.0, "b": 2.0}}}
