@@ -308,6 +308,10 @@ class PretrainParams:
     frame_size: int = param(64, ge=16)
     patch_size: int = param(16, ge=8)
     patch_stride: int = param(16, ge=1)
+    frame_scale: list[float] = param([0.8, 0.95], help="per-frame RandomResizedCrop area range (published)")
+    frame_ratio: list[float] = param([0.7, 1.3], help="per-frame crop aspect-ratio range (published)")
+    patch_scale: list[float] = param([0.7, 0.9], help="per-patch jitter crop area range (published)")
+    patch_ratio: list[float] = param([0.75, 1.3333333333333333], help="per-patch jitter aspect-ratio range (published)")
     width: float = param(0.25, gt=0, le=4, help="encoder width multiplier (1.0 = ResNet-18)")
     head_depth: int = param(0, ge=0, help="hidden layers of the projection head (0 = one Linear)")
     padding_mode: str = param("reflect", choices=["reflect", "zeros"])
@@ -323,6 +327,14 @@ class PretrainParams:
     compile: bool = param(False, help="torch.compile the encoder")
     distributed: bool = param(False, help="run under torchrun with DDP (also on when WORLD_SIZE > 1)")
     sync_batchnorm: bool = param(False, help="SyncBN across DDP processes (CUDA only)")
+
+    def validate(self) -> None:
+        for name in ("frame_scale", "frame_ratio", "patch_scale", "patch_ratio"):
+            value = getattr(self, name)
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ValueError(f"{name} = {value}: expected [low, high] with 0 < low <= high")
+            if name.endswith("scale") and value[1] > 1:
+                raise ValueError(f"{name} = {value}: an area fraction of at most 1")
 
 
 @dataclass(frozen=True)

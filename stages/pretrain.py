@@ -39,7 +39,9 @@ def configs(cfg: PretrainParams, seed: int) -> tuple[CRWConfig, TrainConfig]:
                       temperature=cfg.temperature, edge_dropout=cfg.edge_dropout,
                       leaky_backward_dropout=cfg.leaky_backward_dropout,
                       include_shortest_cycle=cfg.include_shortest_cycle, walk_start=cfg.walk_start,
-                      bn_group_size=cfg.bn_group_size)
+                      bn_group_size=cfg.bn_group_size, frame_scale=tuple(cfg.frame_scale),
+                      frame_ratio=tuple(cfg.frame_ratio), patch_scale=tuple(cfg.patch_scale),
+                      patch_ratio=tuple(cfg.patch_ratio))
     milestones = tuple(sorted({max(1, int(round(f * cfg.steps))) for f in cfg.lr_milestones}))
     distributed = True if (cfg.distributed or int(os.environ.get("WORLD_SIZE", "1")) > 1) else False
     train_cfg = TrainConfig(batch_size=cfg.batch_size, clip_len=cfg.clip_len,

@@ -77,3 +77,13 @@ def test_float_from_scientific_string(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pretrain:\n  frame_scale: [0.95, 0.8]\n", r"pretrain: frame_scale = \[0.95, 0.8\]: expected \[low, high\]"),
+    ("pretrain:\n  patch_scale: [0.5, 1.2]\n", r"pretrain: patch_scale = \[0.5, 1.2\]: an area fraction"),
+    ("pretrain:\n  frame_ratio: [1.0]\n", r"pretrain: frame_ratio = \[1.0\]"),
+])
+def test_augmentation_ranges_are_checked(tmp_path, text, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(write(tmp_path, text))

@@ -248,7 +248,8 @@ def test_pretrain_stage(cache_dir, tmp_path, monkeypatch, root):
     params["pretrain"].update({"data": str(cache_dir), "out": "models/crw", "resume_dir": "models/crw.resume",
                                "steps": 4, "batch_size": 4, "clips_per_video": 3, "frame_size": 32,
                                "patch_size": 16, "patch_stride": 8, "width": 0.125, "log_every": 2,
-                               "checkpoint_every": 2, "device": "cpu", "workers": 1})
+                               "checkpoint_every": 2, "device": "cpu", "workers": 1,
+                               "frame_scale": [0.9, 1.0], "patch_ratio": [0.9, 1.1]})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SELFSUP_PARAMS", str(tmp_path / "params.yaml"))
@@ -257,6 +258,7 @@ def test_pretrain_stage(cache_dir, tmp_path, monkeypatch, root):
     assert pretrain.main() == 0
     model = load_checkpoint(tmp_path / "models/crw/checkpoint.pt")
     assert model.config.width == 0.125 and model.config.frame_size == 32
+    assert model.config.frame_scale == (0.9, 1.0) and model.config.patch_ratio == (0.9, 1.1)
     rows = (tmp_path / "reports/plots/pretrain.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss,accuracy,lr,clips_per_s") and "accuracy_k3" in rows[0]
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "4"]
