@@ -112,7 +112,8 @@ def _untrained_outputs(t: TranslateParams, seed: int, inputs: np.ndarray) -> np.
 
 def evaluate_translations(p: Params) -> dict:
     """Structure kept and target appearance reached, for each trained mode, the identity mapping
-    (output = input) and an untrained generator of the same shape:
+    (output = input), an untrained generator of the same shape and, where the set has one, the
+    paired ground truth (`ground_truth`, the ceiling):
     {"<mode>": {"structure_iou", "appearance_acc", "appearance_prob", "gt_l1", "gt_psnr",
     "n_images", "classifier_test_acc"}}."""
     t = p.translate
@@ -137,6 +138,9 @@ def evaluate_translations(p: Params) -> dict:
         candidates[mode] = load_uint8_folder(folder, size, names)[0]
     candidates["identity"] = inputs
     candidates["untrained"] = _untrained_outputs(t, p.seed, inputs)
+    if gts is not None:
+        # the paired target itself: the ceiling each measure allows on this set
+        candidates["ground_truth"] = gts
     out = {}
     for name, outputs in candidates.items():
         scores = score_translations(outputs, inputs, masks, report.model, gts, threshold=t.eval_threshold)

@@ -338,11 +338,12 @@ def test_translate_stage_and_evaluation(tmp_path, monkeypatch):
     assert [r["step"] for r in rows] == ["1", "2"]
     assert {"cut_loss_D", "cut_loss_NCE", "fastcut_loss_G_GAN", "cut_lr"} <= set(rows[0])
     scores = stage.evaluate_translations(load_params(tmp_path / "params.yaml"))
-    assert set(scores) == {"cut", "fastcut", "identity", "untrained"}
+    assert set(scores) == {"cut", "fastcut", "identity", "untrained", "ground_truth"}
     for s in scores.values():
         assert {"structure_iou", "appearance_acc", "gt_l1", "gt_psnr", "classifier_test_acc"} <= set(s)
         assert 0 <= s["structure_iou"] <= 1 and 0 <= s["appearance_acc"] <= 1
     assert scores["identity"]["structure_iou"] > 0.7 > scores["untrained"]["structure_iou"]
+    assert scores["ground_truth"]["gt_l1"] == 0.0          # the paired target scored against itself
     # a second run resumes: nothing to train, same outputs
     before = (tmp_path / "models" / "cut" / "cut" / "latest.pt").stat().st_mtime_ns
     stage.main()
