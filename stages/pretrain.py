@@ -90,12 +90,17 @@ def main() -> int:
     resume = Path(cfg.resume_dir) / "state.pt"
     tracking = stage_run("pretrain", cfg) if rank == 0 else contextlib.nullcontext(StageRun(None, None))
     with tracking as run:
+        progress = sys.stderr.isatty() or os.environ.get("SELFSUP_PROGRESS") == "1"
+
         def on_log(step: int, metrics: dict[str, float]) -> None:
             run.log_metrics(metrics, step=step)
+            # without a progress bar (dvc repro, CI) a line every tenth of the run says how it goes
+            if not progress and (step % max(1, cfg.steps // 10) < cfg.log_every or step == cfg.steps):
+                log.info("step %d/%d: loss %.3f, cycle accuracy %.3f, %.1f clips/s", step, cfg.steps,
+                         metrics["loss"], metrics["accuracy"], metrics["clips_per_s"])
 
         try:
-            result = train(model_cfg, train_cfg, cache, resume_path=resume, on_log=on_log,
-                           progress=sys.stderr.isatty() or os.environ.get("SELFSUP_PROGRESS") == "1")
+            result = train(model_cfg, train_cfg, cache, resume_path=resume, on_log=on_log, progress=progress)
         except NonFiniteLossError as exc:
             print(f"error: pretrain: {exc}", file=sys.stderr)
             return 1
