@@ -389,6 +389,9 @@ class TranslateParams:
     log_every: int = param(20, ge=1)
     image_every: int = param(250, ge=1, help="steps between logged image grids")
     device: str = param("auto", choices=["auto", "cpu", "cuda"])
+    parallel_modes: bool = param(True, help="on the CPU, train the modes at once, one process each with "
+                                            "an equal share of the cores (small networks use a second "
+                                            "core poorly: 1.3x for CUT)")
     eval_threshold: float = param(0.15, gt=0, help="colour distance from the input's background "
                                                    "that counts as foreground (structure score)")
     classifier_steps: int = param(200, ge=1, help="training steps of the A-vs-B appearance classifier")

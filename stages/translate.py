@@ -5,6 +5,7 @@ Reads params `seed` and `translate`. For each mode in `translate.modes`:
 - translates every `testA` image into `<translate.results>/<mode>/<stem>.png`;
 - logs losses and input | output | ground-truth grids to MLflow, grids also to
   `<translate.figures>/<mode>_<step>.png`; losses of all modes to `<translate.plots>` (dvc plots).
+On the CPU with `translate.parallel_modes` the modes train at once, one spawned process each.
 
 `evaluate_translations(params)` (called by the evaluate stage) scores the outputs, the identity
 mapping and an untrained generator for structure kept and target appearance reached.
@@ -13,7 +14,10 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +29,12 @@ from selfsup.cut.evaluate import load_masks, load_uint8_folder, score_translatio
 from selfsup.cut.infer import translate_folder
 from selfsup.cut.model import CUTConfig
 from selfsup.cut.networks import ResnetGenerator, init_weights
-from selfsup.cut.train import TrainConfig, train
+from selfsup.cut.train import TrainConfig, resolve_device, train
 from selfsup.data.unaligned import pil_to_tensor, tensor_to_uint8
 from selfsup.io import atomic_dir, atomic_path
 
 from stages.common import params, setup_logging
-from stages.tracking import stage_run
+from stages.tracking import StageRun, stage_run
 
 log = logging.getLogger("stages.translate")
 
@@ -57,42 +61,98 @@ def _write_plots(path: Path, rows: dict[int, dict[str, float]]) -> None:
                 w.writerow([step, *[("" if rows[step].get(c) is None else f"{rows[step][c]:.6g}") for c in columns]])
 
 
+@dataclass
+class ModeOutcome:
+    """What training one mode produced; the metrics and grids are replayed into MLflow by the
+    parent when the mode trained in a worker process (MLflow runs belong to one process)."""
+    mode: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    grids: list[str] = field(default_factory=list)
+    test_images: int = 0
+    generator: str = ""
+
+
+def train_mode(p: Params, mode: str, run: StageRun | None = None) -> ModeOutcome:
+    """Train one mode and translate testA with it. With `run`, metrics and grids go to MLflow as
+    they come; without, they are kept in the outcome."""
+    t = p.translate
+    cfg = train_config(p, mode)
+    figures = Path(t.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    outcome = ModeOutcome(mode, generator=str(Path(cfg.out_dir) / "latest_net_G.pth"))
+
+    def on_log(step: int, metrics: dict[str, float]) -> None:
+        named = {f"{mode}.{k}": v for k, v in metrics.items()}
+        if run is not None:
+            run.log_metrics(named, step=step)
+        else:
+            outcome.metrics.append((step, named))
+
+    def on_images(step: int, grid: np.ndarray) -> None:
+        target = figures / f"{mode}_{step:06d}.png"
+        with atomic_path(target, suffix=".png") as tmp:
+            Image.fromarray(grid).save(tmp, format="PNG")
+        if run is not None:
+            run.log_artifact(target, artifact_path=f"figures/{mode}")
+        else:
+            outcome.grids.append(str(target))
+
+    model = train(cfg, resume=True, restart_on_mismatch=True, on_log=on_log, on_images=on_images)
+    outcome.history = [dict(row) for row in model.history]   # the whole run's curves, also after a resume
+    results = Path(t.results) / mode
+    with atomic_dir(results) as tmp:
+        written = translate_folder(model.netG, Path(t.data) / "testA", tmp, size=t.image_size,
+                                   device=model.device, bf16=model.use_amp, batch_size=16)
+    log.info("%s: %d test images translated into %s", mode, len(written), results)
+    outcome.test_images = len(written)
+    return outcome
+
+
+def _train_mode_in_worker(mode: str, threads: int) -> ModeOutcome:
+    """Entry point of a worker process (spawned: it reads the params file itself)."""
+    setup_logging()
+    torch.set_num_threads(threads)
+    return train_mode(params(), mode)
+
+
+def train_modes_in_parallel(modes: list[str]) -> list[ModeOutcome]:
+    """One spawned process per mode, the cores shared out evenly between them."""
+    threads = max(1, torch.get_num_threads() // len(modes))
+    log.info("training %s at once, one process each with %d thread(s)", ", ".join(modes), threads)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(modes), mp_context=context) as pool:
+        futures = [pool.submit(_train_mode_in_worker, mode, threads) for mode in modes]
+        return [f.result() for f in futures]
+
+
 def main() -> None:
     setup_logging()
     p = params()
     t = p.translate
-    figures = Path(t.figures)
-    figures.mkdir(parents=True, exist_ok=True)
     out_root = Path(t.out)
     for stale in (out_root.iterdir() if out_root.is_dir() else []):
         if stale.is_dir() and stale.name not in t.modes:
             shutil.rmtree(stale)
+    parallel = (t.parallel_modes and len(t.modes) > 1 and resolve_device(t.device).type == "cpu"
+                and torch.get_num_threads() > 1)
     plot_rows: dict[int, dict[str, float]] = {}
     with stage_run("translate", t) as run:
-        for mode in t.modes:
-            cfg = train_config(p, mode)
-            tag = mode
-
-            def on_log(step: int, metrics: dict[str, float], tag=tag) -> None:
-                run.log_metrics({f"{tag}.{k}": v for k, v in metrics.items()}, step=step)
-
-            def on_images(step: int, grid: np.ndarray, tag=tag) -> None:
-                target = figures / f"{tag}_{step:06d}.png"
-                with atomic_path(target, suffix=".png") as tmp:
-                    Image.fromarray(grid).save(tmp, format="PNG")
-                run.log_artifact(target, artifact_path=f"figures/{tag}")
-
-            model = train(cfg, resume=True, restart_on_mismatch=True, on_log=on_log, on_images=on_images)
-            for row in model.history:  # the whole run's curves, also after a resume
+        if parallel:
+            outcomes = train_modes_in_parallel(list(t.modes))
+            for outcome in outcomes:
+                for step, metrics in outcome.metrics:
+                    run.log_metrics(metrics, step=step)
+                for grid in outcome.grids:
+                    run.log_artifact(grid, artifact_path=f"figures/{outcome.mode}")
+        else:
+            outcomes = [train_mode(p, mode, run) for mode in t.modes]
+        for outcome in outcomes:
+            for row in outcome.history:
                 plot_rows.setdefault(row["step"], {}).update(
-                    {f"{mode}_{k}": v for k, v in row.items() if k.startswith("loss_") or k == "lr"})
-            results = Path(t.results) / mode
-            with atomic_dir(results) as tmp:
-                written = translate_folder(model.netG, Path(t.data) / "testA", tmp, size=t.image_size,
-                                           device=model.device, bf16=model.use_amp, batch_size=16)
-            log.info("%s: %d test images translated into %s", mode, len(written), results)
-            run.log_artifact(Path(cfg.out_dir) / "latest_net_G.pth", artifact_path=f"models/{mode}")
-            run.log_metrics({f"{mode}.test_images": len(written)})
+                    {f"{outcome.mode}_{k}": v for k, v in row.items() if k.startswith("loss_") or k == "lr"})
+            run.log_artifact(outcome.generator, artifact_path=f"models/{outcome.mode}")
+            run.log_metrics({f"{outcome.mode}.test_images": outcome.test_images})
         _write_plots(Path(t.plots), plot_rows)
         run.log_artifact(t.plots)
 

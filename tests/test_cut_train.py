@@ -323,7 +323,8 @@ def test_translate_stage_and_evaluation(tmp_path, monkeypatch):
     params = {"seed": 0, "translate": {
         "modes": ["cut", "fastcut"], "data": "data/unaligned", "image_size": 32, "load_size": 36, "ngf": 4,
         "ndf": 4, "n_blocks": 5, "num_patches": 16, "steps_constant": 1, "steps_decay": 1, "log_every": 1,
-        "image_every": 1, "checkpoint_every": 1, "classifier_steps": 5, "device": "cpu"}}
+        "image_every": 1, "checkpoint_every": 1, "classifier_steps": 5, "device": "cpu",
+        "parallel_modes": False}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SELFSUP_PARAMS", str(tmp_path / "params.yaml"))
@@ -391,3 +392,39 @@ def test_domain_classifier_separates_the_domains(data):
     assert report.train_accuracy == 1.0 and report.test_accuracy == 1.0
     p = report.model.prob_b(np.concatenate([a, b]))
     assert p.shape == (10,) and (p[:5] < 0.5).all() and (p[5:] >= 0.5).all()
+
+
+def test_translate_stage_trains_modes_in_parallel_processes(tmp_path, monkeypatch):
+    """On the CPU the modes train in spawned workers; their curves and grids still reach MLflow."""
+    import mlflow
+    import yaml
+
+    from stages import translate as stage
+
+    make_unaligned(tmp_path / "data" / "unaligned", n_train=5, n_test=3, size=40)
+    params = {"seed": 0, "translate": {
+        "modes": ["cut", "fastcut"], "data": "data/unaligned", "out": "models/cut_parallel", "image_size": 32,
+        "load_size": 36, "ngf": 4, "ndf": 4, "n_blocks": 5, "num_patches": 16, "steps_constant": 2,
+        "steps_decay": 1, "log_every": 1, "image_every": 3, "checkpoint_every": 3, "device": "cpu",
+        "parallel_modes": True}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SELFSUP_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)    # a 2-core machine, whatever runs the test
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("a mode trained in the stage's own process")
+
+    monkeypatch.setattr(stage, "train_mode", not_here)          # the workers import their own copy
+    stage.main()
+    for mode in ("cut", "fastcut"):
+        assert len(list((tmp_path / "outputs" / "translate" / mode).iterdir())) == 3
+    runs = mlflow.search_runs(experiment_names=["selfsup"],
+                              filter_string="tags.`selfsup.stage` = 'translate' and params.out = 'models/cut_parallel'")
+    assert len(runs) == 1
+    client = mlflow.MlflowClient()
+    run_id = runs.iloc[0]["run_id"]
+    for mode in ("cut", "fastcut"):
+        assert [m.step for m in client.get_metric_history(run_id, f"{mode}.loss_G")] == [1, 2, 3]
+        assert [a.path for a in client.list_artifacts(run_id, f"figures/{mode}")] == [f"figures/{mode}/{mode}_000003.png"]
+    assert runs.iloc[0][f"metrics.fastcut.test_images"] == 3
