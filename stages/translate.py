@@ -126,6 +126,15 @@ def train_modes_in_parallel(modes: list[str]) -> list[ModeOutcome]:
         return [f.result() for f in futures]
 
 
+def remove_stale_grids(figures: Path, modes: list[str], total_steps: int) -> None:
+    """The grids folder persists across runs (a resumed run keeps its earlier grids): drop those of
+    modes no longer trained and of steps beyond the current schedule."""
+    for grid in (figures.glob("*.png") if figures.is_dir() else []):
+        mode, _, step = grid.stem.rpartition("_")
+        if mode not in modes or not step.isdigit() or int(step) > total_steps:
+            grid.unlink()
+
+
 def main() -> None:
     setup_logging()
     p = params()
@@ -134,6 +143,7 @@ def main() -> None:
     for stale in (out_root.iterdir() if out_root.is_dir() else []):
         if stale.is_dir() and stale.name not in t.modes:
             shutil.rmtree(stale)
+    remove_stale_grids(Path(t.figures), list(t.modes), t.steps_constant + t.steps_decay)
     parallel = (t.parallel_modes and len(t.modes) > 1 and resolve_device(t.device).type == "cpu"
                 and torch.get_num_threads() > 1)
     plot_rows: dict[int, dict[str, float]] = {}

@@ -428,3 +428,12 @@ def test_translate_stage_trains_modes_in_parallel_processes(tmp_path, monkeypatc
         assert [m.step for m in client.get_metric_history(run_id, f"{mode}.loss_G")] == [1, 2, 3]
         assert [a.path for a in client.list_artifacts(run_id, f"figures/{mode}")] == [f"figures/{mode}/{mode}_000003.png"]
     assert runs.iloc[0][f"metrics.fastcut.test_images"] == 3
+
+
+def test_stale_grids_are_removed(tmp_path):
+    from stages.translate import remove_stale_grids
+
+    for name in ("cut_000100.png", "cut_000300.png", "fastcut_000100.png", "sincut_000100.png", "notes.png"):
+        (tmp_path / name).write_bytes(b"")
+    remove_stale_grids(tmp_path, ["cut", "fastcut"], total_steps=200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut_000100.png", "fastcut_000100.png"]
