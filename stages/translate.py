@@ -19,6 +19,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,7 @@ def train_mode(p: Params, mode: str, run: StageRun | None = None) -> ModeOutcome
     outcome = ModeOutcome(mode, generator=str(Path(cfg.out_dir) / "latest_net_G.pth"))
 
     def on_log(step: int, metrics: dict[str, float]) -> None:
+        _share_cores()
         named = {f"{mode}.{k}": v for k, v in metrics.items()}
         if run is not None:
             run.log_metrics(named, step=step)
@@ -109,20 +111,45 @@ def train_mode(p: Params, mode: str, run: StageRun | None = None) -> ModeOutcome
     return outcome
 
 
-def _train_mode_in_worker(mode: str, threads: int) -> ModeOutcome:
-    """Entry point of a worker process (spawned: it reads the params file itself)."""
+# In a worker process: the cores to share and the count of workers still training (shared).
+_worker_cores = 0
+_workers_running: Any = None
+
+
+def _share_cores() -> None:
+    """A worker takes its share of the cores among the workers still training, so the last one
+    to finish does not keep running on one thread while the others' cores idle."""
+    if _workers_running is not None:
+        threads = max(1, _worker_cores // max(1, _workers_running.value))
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+
+
+def _init_worker(cores: int, running: Any) -> None:
+    global _worker_cores, _workers_running
+    _worker_cores, _workers_running = cores, running
     setup_logging()
-    torch.set_num_threads(threads)
-    return train_mode(params(), mode)
+
+
+def _train_mode_in_worker(mode: str) -> ModeOutcome:
+    """Entry point of a worker process (spawned: it reads the params file itself)."""
+    _share_cores()
+    try:
+        return train_mode(params(), mode)
+    finally:
+        with _workers_running.get_lock():
+            _workers_running.value -= 1
 
 
 def train_modes_in_parallel(modes: list[str]) -> list[ModeOutcome]:
-    """One spawned process per mode, the cores shared out evenly between them."""
-    threads = max(1, torch.get_num_threads() // len(modes))
-    log.info("training %s at once, one process each with %d thread(s)", ", ".join(modes), threads)
+    """One spawned process per mode, the cores shared out between the modes still training."""
+    cores = torch.get_num_threads()
+    log.info("training %s at once, one process each, %d core(s) shared between them", ", ".join(modes), cores)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(modes), mp_context=context) as pool:
-        futures = [pool.submit(_train_mode_in_worker, mode, threads) for mode in modes]
+    running = context.Value("i", len(modes))
+    with ProcessPoolExecutor(max_workers=len(modes), mp_context=context, initializer=_init_worker,
+                             initargs=(cores, running)) as pool:
+        futures = [pool.submit(_train_mode_in_worker, mode) for mode in modes]
         return [f.result() for f in futures]
 
 

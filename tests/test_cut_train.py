@@ -437,3 +437,22 @@ def test_stale_grids_are_removed(tmp_path):
         (tmp_path / name).write_bytes(b"")
     remove_stale_grids(tmp_path, ["cut", "fastcut"], total_steps=200)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut_000100.png", "fastcut_000100.png"]
+
+
+def test_parallel_workers_share_the_cores_left(monkeypatch):
+    import multiprocessing
+
+    from stages import translate as stage
+
+    running = multiprocessing.Value("i", 2)
+    monkeypatch.setattr(stage, "_worker_cores", 4)
+    monkeypatch.setattr(stage, "_workers_running", running)
+    before = torch.get_num_threads()
+    try:
+        stage._share_cores()
+        assert torch.get_num_threads() == 2
+        running.value = 1                      # the other mode finished: its cores are free
+        stage._share_cores()
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
