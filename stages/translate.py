@@ -171,6 +171,10 @@ def main() -> None:
         if stale.is_dir() and stale.name not in t.modes:
             shutil.rmtree(stale)
     remove_stale_grids(Path(t.figures), list(t.modes), t.steps_constant + t.steps_decay)
+    for folder in (t.out, t.results, t.figures):   # DVC's outputs exist even when no mode is trained
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    if not t.modes:
+        log.info("translate.modes is empty: nothing to train")
     parallel = (t.parallel_modes and len(t.modes) > 1 and resolve_device(t.device).type == "cpu"
                 and torch.get_num_threads() > 1)
     plot_rows: dict[int, dict[str, float]] = {}

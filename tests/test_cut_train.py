@@ -456,3 +456,18 @@ def test_parallel_workers_share_the_cores_left(monkeypatch):
         assert torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_translate_stage_without_modes_leaves_empty_outputs(tmp_path, monkeypatch):
+    import yaml
+
+    from stages import translate as stage
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"translate": {"modes": [], "device": "cpu"}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SELFSUP_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.setenv("SELFSUP_TRACKING", "off")
+    stage.main()
+    for folder in ("models/cut", "outputs/translate", "reports/figures/translate"):
+        assert (tmp_path / folder).is_dir() and not any((tmp_path / folder).iterdir())
+    assert (tmp_path / "reports/plots/translate.csv").read_text().strip() == "step"
