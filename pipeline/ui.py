@@ -87,8 +87,9 @@ def wait_ready(servers: list[Server], timeout: float) -> None:
             time.sleep(0.5)
 
 
-def stop(servers: list[Server], grace: float = 20.0) -> None:
-    """SIGTERM each server's process group, then SIGKILL what is left after `grace` seconds."""
+def stop(servers: list[Server], grace: float = 15.0, kill_wait: float = 10.0) -> None:
+    """SIGTERM each server's process group, then SIGKILL what is left after `grace` seconds.
+    Bounded: a process that outlives SIGKILL by `kill_wait` seconds (stuck in I/O) is reported."""
     for server in servers:
         if server.proc.poll() is None:
             try:
@@ -104,7 +105,11 @@ def stop(servers: list[Server], grace: float = 20.0) -> None:
                 os.killpg(server.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            server.proc.wait()
+            try:
+                server.proc.wait(timeout=kill_wait)
+            except subprocess.TimeoutExpired:
+                print(f"{server.name} server (pid {server.proc.pid}) did not exit after SIGKILL",
+                      file=sys.stderr, flush=True)
         # children a server spawned in its group (uvicorn / gunicorn workers)
         try:
             os.killpg(server.proc.pid, signal.SIGKILL)
