@@ -262,6 +262,7 @@ def main() -> int:
     from selfsup.data.video import ClipCache
 
     start = time.perf_counter()
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)   # DVC's output, also when no method is trained
     with stage_run("baselines", cfg) as run:
         try:
             cache = ClipCache(cfg.clips)

@@ -108,12 +108,14 @@ def _crw_variants(eval_profile: str) -> tuple[Variant, ...]:
 # An ablation experiment reruns every stage downstream of the new checkpoint. On the embedded
 # default the table reads only the CRW's DAVIS J&F, so its experiments leave out what nothing reads:
 # the other sets and models, the test-time variants and stream, the hand-made baselines' training
-# and the translation models (their stage keeps persistent checkpoints, which DVC's run cache does
-# not restore, so an experiment would retrain them): 10 of 17 minutes a setting on 2 cores.
+# the translation models and most of test-time training. A `dvc exp run --temp` copy has no
+# dvc.lock unless it is committed, and DVC's run cache does not restore stages with uncached or
+# persistent outputs, so these would rerun in full: 10 of 19 minutes a setting on 2 cores.
 EMBEDDED_ABLATION_TRIM: dict[str, object] = {
     "propagate.sets": ["davis"], "propagate.models": ["crw"], "translate.modes": [],
     "adapt.stream": False, "adapt.compare": [],
     "baselines.methods": [], "baselines.ablation": False,
+    "ttt.epochs": 1, "ttt.train_images": 64, "ttt.test_images": 8, "ttt.shifts": ["gaussian_noise"],
 }
 
 
