@@ -118,11 +118,12 @@ def run_experiment(root: Path, name: str, overrides: Mapping[str, Any], env: Map
     check_experiment_name(name)
     validate_overrides(root, overrides, name)
     remove_experiment(root, name, env)
+    baseline = git_head(root)   # the experiment hangs off this commit even if HEAD moves meanwhile
     args = ["exp", "run", "--temp", "--name", name]
     for item in profiles.to_set_params(overrides, base_params(root)):
         args += ["-S", item]
     dvc(args + list(targets or []), root, env)
-    rev = experiment_ref(root, name)
+    rev = experiment_ref(root, name, baseline)
     if rev is None:
         raise RuntimeError(f"dvc exp run finished but no experiment {name!r} exists")
     return rev
