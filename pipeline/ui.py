@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C stops both even when the parent started us with SIGINT ignored (Python then keeps it
+    # ignored at start-up; some launchers and test runners do that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if not args.no_prefect:
             servers.append(start_prefect(root, args.host, args.prefect_port, env))

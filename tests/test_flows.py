@@ -227,3 +227,26 @@ def test_stop_kills_a_server_that_ignores_sigterm():
     started = time.monotonic()
     stop([Server("stubborn", "http://127.0.0.1:1", "http://127.0.0.1:1/health", proc)], grace=0.5, kill_wait=5)
     assert proc.returncode == -signal.SIGKILL and time.monotonic() - started < 10
+
+
+def test_ui_stops_on_ctrl_c_even_when_started_with_sigint_ignored(root):
+    """A parent that ignores SIGINT (DVC does while a stage runs) passes that on to its children."""
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen([PY, "-m", "pipeline.ui", "--no-prefect", "--no-mlflow", "--project", str(root)],
+                            env=base_env(), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, preexec_fn=ignore_sigint)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        assert any("Ctrl-C stops" in line for line in lines), "".join(lines)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
