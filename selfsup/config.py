@@ -230,12 +230,17 @@ class DownloadParams:
 @dataclass(frozen=True)
 class SyntheticParams:
     """The embedded synthetic world (`selfsup.data.synthetic.generate`); every size is a param."""
-    train_videos: int = param(64, ge=1, help="training videos (class folders by motion type)")
+    train_videos: int = param(64, ge=1, help="training videos (class folders: motion type or action)")
+    train_figures: float = param(0.0, ge=0, le=1, help="share of training videos that show a person "
+                                                       "doing an action (walk, run, wave, jump), as "
+                                                       "Kinetics does; the rest are object scenes")
     train_frames: int = param(48, ge=2)
     train_size: int = param(128, ge=32, le=1024, help="training video side (square, even for H.264)")
     fps: int = param(24, ge=1, le=120)
     objects_min: int = param(2, ge=1, le=20, help="textured objects per training video / DAVIS sequence")
     objects_max: int = param(4, ge=1, le=20)
+    camouflage: float = param(0.0, ge=0, le=1, help="chance that an object of a training video or DAVIS "
+                                                    "sequence wears the background's colours")
     davis_sequences: int = param(6, ge=1)
     davis_frames: int = param(24, ge=3)
     davis_height: int = param(240, ge=32)
@@ -252,6 +257,8 @@ class SyntheticParams:
     domain_test: int = param(40, ge=1, help="test images per domain (testA, testB)")
     domain_size: int = param(64, ge=16, le=1024)
     domain_shapes_max: int = param(3, ge=1, le=8, help="shapes per unpaired image (1..this)")
+    domain_stripes: list[float] = param([0.12, 0.22], help="B stripe period as a fraction of the "
+                                                           "shape's diameter: [low, high]")
     pan_speed: float = param(0.6, ge=0, le=8, help="background pan, pixels per frame at 128 px")
     lighting: float = param(0.08, ge=0, le=0.5, help="amplitude of the slow brightness change")
     photo_fraction: float = param(0.4, ge=0, le=1, help="share of textures cut from skimage photographs")
@@ -263,6 +270,9 @@ class SyntheticParams:
             raise ValueError(f"objects_max ({self.objects_max}) < objects_min ({self.objects_min})")
         if self.train_size % 2:
             raise ValueError(f"train_size = {self.train_size} must be even (H.264 stores 4:2:0 colour)")
+        low_high = self.domain_stripes
+        if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
+            raise ValueError(f"domain_stripes = {low_high}: expected [low, high] with 0 < low <= high <= 1")
         for name in ("jhmdb", "vip"):
             h, w = getattr(self, f"{name}_height"), getattr(self, f"{name}_width")
             if h < 64 or w < 48:
@@ -377,6 +387,8 @@ class TranslateParams:
     load_size: int = param(72, ge=16, help="resize before the random crop (paper: 286)")
     ngf: int = param(16, ge=1, help="generator width (paper: 64)")
     ndf: int = param(16, ge=1, help="discriminator width (paper: 64)")
+    n_layers_d: int = param(3, ge=1, help="PatchGAN depth: receptive field 16/34/70 px for 1/2/3 "
+                                          "(paper: 3, i.e. 70 px on 256-px crops)")
     n_blocks: int = param(9, ge=5, help="residual blocks (NCE layer 16 is block 5)")
     num_patches: int = param(256, ge=1)
     lambda_nce: dict[str, float] = param({"cut": 1.0, "fastcut": 0.5},

@@ -43,8 +43,8 @@ def train_config(p: Params, mode: str) -> TrainConfig:
     """The embedded default's training settings for one mode (schedule counted in steps)."""
     t = p.translate
     lambda_nce = t.lambda_nce.get(mode) if t.lambda_nce else None
-    model = CUTConfig(mode=mode, ngf=t.ngf, ndf=t.ndf, n_blocks=t.n_blocks, num_patches=t.num_patches,
-                      lambda_NCE=lambda_nce, lr=t.lr, bf16=t.bf16)
+    model = CUTConfig(mode=mode, ngf=t.ngf, ndf=t.ndf, n_layers_D=t.n_layers_d, n_blocks=t.n_blocks,
+                      num_patches=t.num_patches, lambda_NCE=lambda_nce, lr=t.lr, bf16=t.bf16)
     return TrainConfig(
         dataroot=t.data, out_dir=str(Path(t.out) / mode), model=model, load_size=t.load_size,
         crop_size=t.image_size, schedule_unit="step", n_const=t.steps_constant, n_decay=t.steps_decay,

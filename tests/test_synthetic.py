@@ -136,6 +136,101 @@ def test_videos_contain_motion(worlds):
         assert np.abs(frames[-1] - frames[0]).mean() > 2.0
 
 
+def test_figure_videos_share_and_classes(tmp_path):
+    """`train_figures` of the training videos show a person: spread evenly, filed under their
+    action, the figure moving in the frames; the other videos keep their motion classes, and a
+    share of 0 leaves the world as it was."""
+    params = dataclasses.replace(SMALL, train_videos=8, train_size=96, train_figures=0.5)
+    kinds = [synthetic.world.video_class(params, i) for i in range(8)]
+    figure_flags = [synthetic.world.is_figure_video(params, i) for i in range(8)]
+    assert figure_flags == [False, True] * 4
+    assert [k for k, f in zip(kinds, figure_flags) if f] == list(figures.ACTIONS)
+    assert [k for k, f in zip(kinds, figure_flags) if not f] == list(scenes.MOTIONS)
+    quarter = dataclasses.replace(params, train_figures=0.25)
+    assert sum(synthetic.world.is_figure_video(quarter, i) for i in range(8)) == 2
+    none = dataclasses.replace(params, train_figures=0.0)
+    assert [synthetic.world.video_class(none, i) for i in range(8)] == list(scenes.MOTIONS) * 2
+    assert synthetic.world.video_name(params, 1) == "walk/walk_00001.mp4"
+
+    clip = synthetic.train_scene(params, SEED, 1)
+    assert isinstance(clip, figures.FigureClip)
+    first, last = (clip.render(t)[1] > 0 for t in (0, params.train_frames - 1))
+    assert first.sum() > 50 and last.sum() > 50
+    assert (first != last).sum() > 10      # the limbs move
+
+    summary = synthetic.world.write_videos(tmp_path, params, SEED, progress=False)
+    assert summary["figure_videos"] == 4
+    assert summary["video_classes"] == sorted(set(kinds))
+    written = sorted(p.relative_to(tmp_path / "videos").as_posix() for p in (tmp_path / "videos").rglob("*.mp4"))
+    assert written == sorted(synthetic.world.video_name(params, i) for i in range(8))
+
+
+def camouflage_reference(texture: np.ndarray, surroundings: np.ndarray, levels: int) -> np.ndarray:
+    """Pixel by pixel: the mean colour of the surroundings' pixels in each luminance bin, then
+    linear interpolation between the centres of the bins that hold any pixel."""
+    lum = lambda c: 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+    groups: dict[int, list] = {}
+    for colour in surroundings.reshape(-1, 3).astype(np.float64):
+        groups.setdefault(min(int(lum(colour) * levels), levels - 1), []).append(colour)
+    centres = sorted(groups)
+    xs = [(b + 0.5) / levels for b in centres]
+    means = [np.mean(groups[b], axis=0) for b in centres]
+    out = np.zeros(texture.shape, np.float64)
+    for idx in np.ndindex(texture.shape[:2]):
+        y = lum(texture[idx].astype(np.float64))
+        if y <= xs[0]:
+            out[idx] = means[0]
+        elif y >= xs[-1]:
+            out[idx] = means[-1]
+        else:
+            k = int(np.searchsorted(xs, y)) - 1
+            f = (y - xs[k]) / (xs[k + 1] - xs[k])
+            out[idx] = means[k] * (1 - f) + means[k + 1] * f
+    return out
+
+
+def test_camouflage_takes_the_surroundings_hues():
+    rng = np.random.default_rng(0)
+    texture = rng.random((12, 10, 3), dtype=np.float32)
+    # surroundings: two hues only, and no pixel in a band of mid luminances (interpolated bins)
+    dark_red = np.array([0.5, 0.05, 0.05], np.float32) * rng.uniform(0.2, 0.6, (20, 20, 1)).astype(np.float32)
+    light_green = np.array([0.3, 0.9, 0.4], np.float32) * rng.uniform(0.8, 1.0, (20, 20, 1)).astype(np.float32)
+    surroundings = np.concatenate([dark_red, light_green], axis=0)
+    out = scenes.camouflage_texture(texture, surroundings, levels=16)
+    np.testing.assert_allclose(out, camouflage_reference(texture, surroundings, 16), atol=1e-5)
+    # every output colour is a blend of the surroundings' colours: red and green, never blue-dominant
+    assert np.all(out[..., 2] <= np.maximum(out[..., 0], out[..., 1]) + 1e-6)
+    # darker input pixels stay darker (the pattern survives)
+    lum = lambda x: x @ np.array([0.299, 0.587, 0.114], np.float32)
+    src, dst = lum(texture).ravel(), lum(out).ravel()
+    order = np.argsort(src)
+    assert np.all(np.diff(dst[order]) >= -1e-6)
+
+
+def test_camouflaged_objects_wear_the_background_colours():
+    """At camouflage 1 every object's colours come from its background's; at 0 the scene is the
+    one drawn without the option (no extra random draw)."""
+    def scene(camouflage, **kw):
+        rng = synthetic.item_rng(SEED, "davis", 0)
+        return scenes.object_scene(rng, 96, 128, 4, 3, "drift", pan_speed=0.6, light=0.0,
+                                   photo_fraction=0.4, camouflage=camouflage, **kw)
+
+    plain, default, hidden = scene(0.0), scenes.object_scene(
+        synthetic.item_rng(SEED, "davis", 0), 96, 128, 4, 3, "drift", pan_speed=0.6, light=0.0,
+        photo_fraction=0.4), scene(1.0)
+    for a, b in zip(plain.sprites, default.sprites):
+        np.testing.assert_array_equal(a.texture, b.texture)
+
+    def palette_distance(texture, background):
+        """Mean distance from each texture colour to its nearest background colour."""
+        from scipy.spatial import cKDTree
+        return float(cKDTree(background.reshape(-1, 3)[::7]).query(texture.reshape(-1, 3)[::5])[0].mean())
+
+    for sprite in hidden.sprites:
+        assert palette_distance(sprite.texture, hidden.background) < 0.08
+    assert np.mean([palette_distance(s.texture, plain.background) for s in plain.sprites]) > 0.08
+
+
 def centroid(mask: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(mask)
     return np.array([xs.mean(), ys.mean()])
@@ -155,7 +250,7 @@ def test_training_objects_move():
 
 def test_video_frames_are_the_rendering(worlds):
     """The mp4 holds what the scene renders (H.264 at crf 18: small error)."""
-    frames, _ = decode(worlds["a"] / "videos" / synthetic.video_name(0))
+    frames, _ = decode(worlds["a"] / "videos" / synthetic.video_name(SMALL, 0))
     scene = synthetic.train_scene(SMALL, SEED, 0)
     for t in (0, SMALL.train_frames - 1):
         rendered = scenes.to_uint8(scene.render(t)[0]).astype(np.float32)
@@ -414,6 +509,10 @@ def test_shape_areas():
     (dict(train_size=65), "even"),
     (dict(objects_min=4, objects_max=2), "objects_max"),
     (dict(domain_size=4), "domain_size"),
+    (dict(camouflage=1.5), "camouflage"),
+    (dict(train_figures=-0.1), "train_figures"),
+    (dict(domain_stripes=[0.3, 0.2]), "domain_stripes"),
+    (dict(domain_stripes=[0.2]), "domain_stripes"),
 ])
 def test_bad_params_are_refused(tmp_path, change, message):
     with pytest.raises(ParamsError, match=message):

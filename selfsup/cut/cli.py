@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tr.add_argument("--crop-size", type=int, default=256)
     tr.add_argument("--ngf", type=int, default=None, help="generator width (default: the mode's)")
     tr.add_argument("--ndf", type=int, default=None, help="discriminator width (default: the mode's)")
+    tr.add_argument("--n-layers-d", type=int, default=3,
+                    help="PatchGAN depth (receptive field 16/34/70 px for 1/2/3; ResNet modes)")
     tr.add_argument("--n-blocks", type=int, default=9, help="residual blocks of the ResNet generator")
     tr.add_argument("--num-patches", type=int, default=None, help="patches per NCE layer (default: the mode's)")
     tr.add_argument("--lambda-nce", type=float, default=None, help="default: 1 (CUT), 10 (FastCUT), 4 (SinCUT)")
@@ -65,7 +67,8 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError("--steps and --steps-decay go together")
     if args.steps is not None and (args.epochs is not None or args.epochs_decay is not None):
         raise ValueError("use either --steps/--steps-decay or --epochs/--epochs-decay")
-    model = CUTConfig(mode=args.mode, ngf=args.ngf, ndf=args.ndf, n_blocks=args.n_blocks,
+    model = CUTConfig(mode=args.mode, ngf=args.ngf, ndf=args.ndf, n_layers_D=args.n_layers_d,
+                      n_blocks=args.n_blocks,
                       num_patches=args.num_patches, lambda_NCE=args.lambda_nce, lr=args.lr,
                       bf16=not args.no_bf16)
     by_steps = args.steps is not None

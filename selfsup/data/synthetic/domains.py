@@ -69,8 +69,10 @@ class DomainScene:
         return to_uint8(img), mask
 
 
-def random_domain_scene(rng: np.random.Generator, size: int, max_shapes: int = 3) -> DomainScene:
-    """A background and 1..max_shapes shapes; every appearance parameter is drawn up front."""
+def random_domain_scene(rng: np.random.Generator, size: int, max_shapes: int = 3,
+                        stripes: tuple[float, float] = (0.12, 0.22)) -> DomainScene:
+    """A background and 1..max_shapes shapes; every appearance parameter is drawn up front.
+    `stripes`: the range of the B stripe period, as a fraction of the shape's diameter."""
     ground = fractal_noise(rng, size, size, octaves=4)
     # earthy greens and browns, the same for both domains
     cmap = np.stack([hsv_colour(rng.uniform(0.08, 0.38), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.85))
@@ -88,7 +90,7 @@ def random_domain_scene(rng: np.random.Generator, size: int, max_shapes: int = 3
             cx=float(rng.uniform(0.2, 0.8) * size), cy=float(rng.uniform(0.2, 0.8) * size),
             radius=float(radius), angle=float(rng.uniform(0, 2 * np.pi)),
             colour=hsv_colour(hue, rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.95)),
-            stripe_period=float(rng.uniform(0.12, 0.22) * radius * 2),
+            stripe_period=float(rng.uniform(*stripes) * radius * 2),
             stripe_angle=float(rng.uniform(0, np.pi)), stripe_phase=float(rng.uniform(0, 2 * np.pi)),
             stripe_dark=float(rng.uniform(0.02, 0.15)), stripe_light=float(rng.uniform(0.85, 1.0))))
     shading = fractal_noise(rng, size, size, base_cells=size / 2, octaves=2)

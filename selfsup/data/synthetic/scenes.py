@@ -253,11 +253,33 @@ def make_sprite(rng: np.random.Generator, radius: float, photo_fraction: float,
                   radius=float(radius))
 
 
+def camouflage_texture(texture: np.ndarray, surroundings: np.ndarray, levels: int = 32) -> np.ndarray:
+    """`texture` repainted in the hues of `surroundings`: each pixel keeps its luminance and takes
+    the mean colour the surroundings show at that luminance (`levels` bins over [0, 1], empty
+    bins interpolated from their neighbours). The pattern and shading stay; colour alone no
+    longer tells the two apart."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    ref = surroundings.reshape(-1, 3)
+    ref_lum = np.clip(ref @ weights, 0, 1)
+    bins = np.minimum((ref_lum * levels).astype(np.intp), levels - 1)
+    counts = np.bincount(bins, minlength=levels)
+    sums = np.stack([np.bincount(bins, ref[:, c], minlength=levels) for c in range(3)], 1)
+    centres = (np.arange(levels) + 0.5) / levels
+    seen = counts > 0
+    palette = sums[seen] / counts[seen, None]                     # (seen bins, 3)
+    lum = np.clip(texture.reshape(-1, 3) @ weights, 0, 1)
+    out = np.stack([np.interp(lum, centres[seen], palette[:, c]) for c in range(3)], 1)
+    return out.reshape(texture.shape).astype(np.float32)
+
+
 def object_scene(rng: np.random.Generator, height: int, width: int, frames: int, n_objects: int,
                  motion: str, *, pan_speed: float, light: float, photo_fraction: float,
-                 radius_range: tuple[float, float] = (0.12, 0.28), enter_fraction: float = 0.0
-                 ) -> Scene:
-    """A random scene of `n_objects` textured objects moving by `motion` (one of MOTIONS)."""
+                 radius_range: tuple[float, float] = (0.12, 0.28), enter_fraction: float = 0.0,
+                 camouflage: float = 0.0) -> Scene:
+    """A random scene of `n_objects` textured objects moving by `motion` (one of MOTIONS).
+
+    `camouflage`: the chance that an object wears the background's colours
+    (`camouflage_texture`); at 0 no draw is made, so scenes stay what they were without it."""
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
     bg, pan = make_background(rng, height, width, frames, pan_speed, photo_fraction)
@@ -266,6 +288,8 @@ def object_scene(rng: np.random.Generator, height: int, width: int, frames: int,
     for _ in range(n_objects):
         radius = rng.uniform(*radius_range) * short
         sprite = make_sprite(rng, radius, photo_fraction)
+        if camouflage > 0 and rng.random() < camouflage:
+            sprite.texture = camouflage_texture(sprite.texture, bg)
         enter = motion == "cross" or rng.random() < enter_fraction
         scene.sprites.append(sprite)
         scene.tracks.append(object_track(rng, motion, frames, height, width, radius, enter=enter))

@@ -1,6 +1,6 @@
 """`generate(root, params, seed)`: write the whole synthetic world in the real data sets' layouts.
 
-    videos/<motion>/<motion>_00000.mp4                      training videos (class folder = motion type)
+    videos/<class>/<class>_00000.mp4                        training videos (class = motion type or action)
     DAVIS/JPEGImages/480p/<seq>/00000.jpg, DAVIS/Annotations/480p/<seq>/00000.png, DAVIS/ImageSets/2017/val.txt
     jhmdb/Rename_Images/<class>/<video>/00001.png, jhmdb/joint_positions/<class>/<video>/joint_positions.mat,
     jhmdb/splits/<class>_test_split1.txt
@@ -27,7 +27,7 @@ from ...config import SyntheticParams, as_dict, parse_section
 from ...io import atomic_dir, sha256_file, write_json
 from . import writers
 from .domains import random_domain_scene
-from .figures import ACTIONS, JOINTS, figure_clip
+from .figures import ACTIONS, JOINTS, FigureClip, figure_clip
 from .scenes import MOTIONS, Scene, alone_pixels, object_scene, to_uint8, visible_pixels
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,38 @@ def check_params(params: SyntheticParams) -> SyntheticParams:
 # Scenes of each part (public so tests and notebooks can re-render exactly what was written)
 # ------------------------------------------------------------------------------------------------
 
-def video_motion(index: int) -> str:
-    return MOTIONS[index % len(MOTIONS)]
+def is_figure_video(params: SyntheticParams, index: int) -> bool:
+    """Whether training video `index` shows a person: the figure videos are spread evenly, a
+    `train_figures` share of every run of consecutive indices (video i is one when the running
+    count floor((i + 1) * share) steps up at i)."""
+    share = params.train_figures
+    return int((index + 1) * share + 1e-9) > int(index * share + 1e-9)
 
 
-def train_scene(params: SyntheticParams, seed: int, index: int) -> Scene:
+def video_class(params: SyntheticParams, index: int) -> str:
+    """The class folder of training video `index`: its action (figure videos) or motion type."""
+    figures = sum(is_figure_video(params, i) for i in range(index))
+    if is_figure_video(params, index):
+        return ACTIONS[figures % len(ACTIONS)]
+    return MOTIONS[(index - figures) % len(MOTIONS)]
+
+
+def train_scene(params: SyntheticParams, seed: int, index: int) -> Scene | FigureClip:
+    """Training video `index`: an object scene or, for a figure video, a person doing an action
+    in front of a few objects. Both render(t) → (frame, labels)."""
     rng = item_rng(seed, "videos", index)
-    n = int(rng.integers(params.objects_min, params.objects_max + 1))
     size = params.train_size
-    return object_scene(rng, size, size, params.train_frames, n, video_motion(index),
+    kind = video_class(params, index)
+    if is_figure_video(params, index):
+        distractors = int(rng.integers(params.objects_min, params.objects_max + 1)) - 1
+        return figure_clip(rng, kind, params.train_frames, size, size, pan_speed=params.pan_speed,
+                           light=params.lighting, photo_fraction=params.photo_fraction,
+                           distractors=distractors)
+    n = int(rng.integers(params.objects_min, params.objects_max + 1))
+    return object_scene(rng, size, size, params.train_frames, n, kind,
                         pan_speed=params.pan_speed, light=params.lighting,
-                        photo_fraction=params.photo_fraction, enter_fraction=0.15)
+                        photo_fraction=params.photo_fraction, enter_fraction=0.15,
+                        camouflage=params.camouflage)
 
 
 def davis_scene(params: SyntheticParams, seed: int, index: int, attempts: int = 50) -> Scene:
@@ -75,7 +96,8 @@ def davis_scene(params: SyntheticParams, seed: int, index: int, attempts: int = 
         motion = DAVIS_MOTIONS[int(rng.integers(len(DAVIS_MOTIONS)))]
         scene = object_scene(rng, params.davis_height, params.davis_width, params.davis_frames, n, motion,
                              pan_speed=params.pan_speed, light=params.lighting,
-                             photo_fraction=params.photo_fraction, radius_range=(0.12, 0.24))
+                             photo_fraction=params.photo_fraction, radius_range=(0.12, 0.24),
+                             camouflage=params.camouflage)
         seen = visible_pixels(scene, 0)
         whole = np.array([alone_pixels(scene, i, 0) for i in range(n)])
         if np.all(seen >= np.maximum(20, 0.4 * whole)):
@@ -105,8 +127,9 @@ def vip_clip(params: SyntheticParams, seed: int, index: int):
 # Names
 # ------------------------------------------------------------------------------------------------
 
-def video_name(index: int) -> str:
-    return f"{video_motion(index)}/{video_motion(index)}_{index:05d}.mp4"
+def video_name(params: SyntheticParams, index: int) -> str:
+    kind = video_class(params, index)
+    return f"{kind}/{kind}_{index:05d}.mp4"
 
 
 def davis_name(index: int) -> str:
@@ -142,10 +165,11 @@ def write_videos(out: Path, params: SyntheticParams, seed: int, progress: bool) 
             for t in range(scene.frames):
                 frames.append(to_uint8(scene.render(t)[0]))
                 bar.update()
-            writers.write_mp4(out / "videos" / video_name(i), frames, params.fps, params.video_crf)
+            writers.write_mp4(out / "videos" / video_name(params, i), frames, params.fps, params.video_crf)
             frames_total += len(frames)
     return {"videos": params.train_videos, "video_frames": frames_total,
-            "video_classes": sorted({video_motion(i) for i in range(params.train_videos)})}
+            "video_classes": sorted({video_class(params, i) for i in range(params.train_videos)}),
+            "figure_videos": sum(is_figure_video(params, i) for i in range(params.train_videos))}
 
 
 def write_davis(out: Path, params: SyntheticParams, seed: int, progress: bool) -> dict:
@@ -224,7 +248,8 @@ def write_unaligned(out: Path, params: SyntheticParams, seed: int, progress: boo
               disable=not progress, leave=False) as bar:
         for split, appearance, n in plan:
             for i in range(n):
-                scene = random_domain_scene(item_rng(seed, split, i), params.domain_size, params.domain_shapes_max)
+                scene = random_domain_scene(item_rng(seed, split, i), params.domain_size, params.domain_shapes_max,
+                                            tuple(params.domain_stripes))
                 img, mask = scene.render(appearance)
                 name = f"{i:05d}.png"
                 writers.save_png(root / split / name, img)
