@@ -270,6 +270,9 @@ class SyntheticParams:
             raise ValueError(f"objects_max ({self.objects_max}) < objects_min ({self.objects_min})")
         if self.train_size % 2:
             raise ValueError(f"train_size = {self.train_size} must be even (H.264 stores 4:2:0 colour)")
+        if self.train_figures > 0 and self.train_size < 56:
+            raise ValueError(f"train_size = {self.train_size} is too small for the person videos of "
+                             f"train_figures = {self.train_figures}: need at least 56")
         low_high = self.domain_stripes
         if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
             raise ValueError(f"domain_stripes = {low_high}: expected [low, high] with 0 < low <= high <= 1")

@@ -511,6 +511,7 @@ def test_shape_areas():
     (dict(domain_size=4), "domain_size"),
     (dict(camouflage=1.5), "camouflage"),
     (dict(train_figures=-0.1), "train_figures"),
+    (dict(train_figures=0.5, train_size=48), "train_size"),
     (dict(domain_stripes=[0.3, 0.2]), "domain_stripes"),
     (dict(domain_stripes=[0.2]), "domain_stripes"),
 ])
