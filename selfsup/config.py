@@ -259,6 +259,12 @@ class SyntheticParams:
     domain_shapes_max: int = param(3, ge=1, le=8, help="shapes per unpaired image (1..this)")
     domain_stripes: list[float] = param([0.12, 0.22], help="B stripe period as a fraction of the "
                                                            "shape's diameter: [low, high]")
+    domain_texture: float = param(0.0, ge=0, le=1, help="contrast of the A shapes' own fine texture "
+                                  "(0: flat colour); the conv generator hangs B's stripes on it")
+    domain_background_octaves: int = param(4, ge=1, le=6, help="noise octaves of the unpaired "
+                                           "images' background (fewer: smoother)")
+    domain_palette_mix: float = param(0.3, ge=0, le=1, help="chance that a background blends random "
+                                      "colours into its earthy greens and browns")
     pan_speed: float = param(0.6, ge=0, le=8, help="background pan, pixels per frame at 128 px")
     lighting: float = param(0.08, ge=0, le=0.5, help="amplitude of the slow brightness change")
     photo_fraction: float = param(0.4, ge=0, le=1, help="share of textures cut from skimage photographs")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from selfsup.config import ParamsError, SyntheticParams
 from selfsup.data import synthetic
-from selfsup.data.synthetic import figures, scenes, writers
+from selfsup.data.synthetic import domains, figures, scenes, writers
 
 SMALL = dataclasses.replace(
     SyntheticParams(),
@@ -460,6 +460,32 @@ def test_unaligned_layout(worlds):
         assert b[inside].max() > 180 and b[inside].min() < 60  # B has both stripe colours
 
 
+def test_domain_texture_changes_only_the_a_shapes():
+    def scene(**kw):
+        return domains.random_domain_scene(np.random.default_rng(7), 48, 3, **kw)
+
+    flat, coated = scene(), scene(texture=0.6)
+    a_flat, mask = flat.render("A")
+    a_coat, mask_coat = coated.render("A")
+    assert np.array_equal(mask, mask_coat)
+    assert np.array_equal(flat.render("B")[0], coated.render("B")[0])   # drawn last: B is unchanged
+    inside = mask == 255
+    assert np.array_equal(a_flat[~inside], a_coat[~inside])
+    # the coat multiplies the flat colour by 1 - c/2 + c·noise, noise in [0, 1]
+    ratio = a_coat[inside].astype(np.float64) / np.maximum(a_flat[inside].astype(np.float64), 1)
+    bright = a_flat[inside] > 60
+    assert ratio[bright].min() > 0.65 and ratio[bright].max() < 1.35
+    assert ratio[bright].std() > 0.08
+    # fewer background octaves: a smoother background, measured as the mean step between pixels
+    def roughness(img):
+        img = img.astype(np.float64)
+        return np.abs(np.diff(img, axis=1)).mean() + np.abs(np.diff(img, axis=0)).mean()
+    rough = [roughness(domains.random_domain_scene(np.random.default_rng(i), 64, 1).background) for i in range(6)]
+    smooth = [roughness(domains.random_domain_scene(np.random.default_rng(i), 64, 1, background_octaves=2).background)
+              for i in range(6)]
+    assert np.mean(smooth) < 0.8 * np.mean(rough)
+
+
 # ------------------------------------------------------------------------------------------------
 # Geometry and validation
 # ------------------------------------------------------------------------------------------------
@@ -514,6 +540,9 @@ def test_shape_areas():
     (dict(train_figures=0.5, train_size=48), "train_size"),
     (dict(domain_stripes=[0.3, 0.2]), "domain_stripes"),
     (dict(domain_stripes=[0.2]), "domain_stripes"),
+    (dict(domain_texture=1.5), "domain_texture"),
+    (dict(domain_background_octaves=0), "domain_background_octaves"),
+    (dict(domain_palette_mix=-0.5), "domain_palette_mix"),
 ])
 def test_bad_params_are_refused(tmp_path, change, message):
     with pytest.raises(ParamsError, match=message):

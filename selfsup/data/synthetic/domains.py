@@ -42,6 +42,8 @@ class DomainScene:
     background: np.ndarray      # (S, S, 3) float32
     shapes: list[DomainShape]
     shading: np.ndarray         # (S, S) soft shading applied to both appearances
+    texture: np.ndarray | None = None   # (S, S) in [0, 1]: fine texture of the A shapes
+    texture_contrast: float = 0.0
 
     def render(self, appearance: str) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB (S, S, 3) in appearance "A" or "B", and the shape mask uint8 {0, 255}."""
@@ -58,6 +60,9 @@ class DomainScene:
             inside = FAMILIES[sh.family].contains(u, v)
             if appearance == "A":
                 fill = np.broadcast_to(sh.colour, img.shape)
+                if self.texture is not None and self.texture_contrast > 0:
+                    c = self.texture_contrast
+                    fill = fill * (1 - c / 2 + c * self.texture[..., None])
             else:
                 along = u * np.cos(sh.stripe_angle) + v * np.sin(sh.stripe_angle)
                 wave = np.sin(2 * np.pi * along * sh.radius / sh.stripe_period + sh.stripe_phase)
@@ -70,14 +75,19 @@ class DomainScene:
 
 
 def random_domain_scene(rng: np.random.Generator, size: int, max_shapes: int = 3,
-                        stripes: tuple[float, float] = (0.12, 0.22)) -> DomainScene:
+                        stripes: tuple[float, float] = (0.12, 0.22), *, texture: float = 0.0,
+                        background_octaves: int = 4, palette_mix: float = 0.3) -> DomainScene:
     """A background and 1..max_shapes shapes; every appearance parameter is drawn up front.
-    `stripes`: the range of the B stripe period, as a fraction of the shape's diameter."""
-    ground = fractal_noise(rng, size, size, octaves=4)
+    `stripes`: the range of the B stripe period, as a fraction of the shape's diameter;
+    `texture`: contrast of a fine noise texture on the A shapes (like a horse's coat: without
+    one a flat shape gives a convolutional generator nothing to hang stripes on, and the
+    textured background draws them instead); `background_octaves`: detail of the background
+    noise; `palette_mix`: chance of blending random colours into the earthy background."""
+    ground = fractal_noise(rng, size, size, octaves=background_octaves)
     # earthy greens and browns, the same for both domains
     cmap = np.stack([hsv_colour(rng.uniform(0.08, 0.38), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.85))
                      for _ in range(3)])
-    if rng.random() < 0.3:
+    if rng.random() < palette_mix:
         cmap = colour_map(rng, 3) * 0.6 + cmap * 0.4
     background = apply_colour_map(ground, cmap)
     shapes = []
@@ -94,4 +104,6 @@ def random_domain_scene(rng: np.random.Generator, size: int, max_shapes: int = 3
             stripe_angle=float(rng.uniform(0, np.pi)), stripe_phase=float(rng.uniform(0, 2 * np.pi)),
             stripe_dark=float(rng.uniform(0.02, 0.15)), stripe_light=float(rng.uniform(0.85, 1.0))))
     shading = fractal_noise(rng, size, size, base_cells=size / 2, octaves=2)
-    return DomainScene(size, background, shapes, shading)
+    # drawn last and only when used, so texture 0 leaves every other draw (and image) as it was
+    coat = fractal_noise(rng, size, size, base_cells=4.0, octaves=2) if texture > 0 else None
+    return DomainScene(size, background, shapes, shading, coat, texture)

@@ -249,7 +249,9 @@ def write_unaligned(out: Path, params: SyntheticParams, seed: int, progress: boo
         for split, appearance, n in plan:
             for i in range(n):
                 scene = random_domain_scene(item_rng(seed, split, i), params.domain_size, params.domain_shapes_max,
-                                            tuple(params.domain_stripes))
+                                            tuple(params.domain_stripes), texture=params.domain_texture,
+                                            background_octaves=params.domain_background_octaves,
+                                            palette_mix=params.domain_palette_mix)
                 img, mask = scene.render(appearance)
                 name = f"{i:05d}.png"
                 writers.save_png(root / split / name, img)
