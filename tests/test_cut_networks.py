@@ -114,6 +114,22 @@ def test_instance_norm_without_affine_or_stats():
     assert norms and all(not m.affine and not m.track_running_stats for m in norms)
 
 
+def test_generator_cannot_see_a_global_colour_offset():
+    """The first conv maps a constant RGB offset to a constant per channel, which the first
+    InstanceNorm removes: G(x + c) = G(x). So on data whose colours do not follow from their
+    texture the generator can only guess an image's mean colour (docs/translation.md); a gain
+    per RGB channel, by contrast, does reach the output."""
+    torch.manual_seed(0)
+    g = init_weights(ResnetGenerator(ngf=8, n_blocks=2), 0.02).eval()
+    x = torch.rand(2, 3, 32, 32) * 1.4 - 0.7
+    offset = torch.tensor([0.25, -0.2, 0.1]).view(1, 3, 1, 1)
+    gain = torch.tensor([1.3, 0.8, 1.0]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        y = g(x)
+        assert torch.allclose(g(x + offset), y, atol=1e-5)
+        assert (g(x * gain) - y).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_instance_norm_values_and_gradient_for_any_gradient_layout(batch):
     x = torch.randn(batch, 5, 6, 7, dtype=torch.float64, requires_grad=True)
