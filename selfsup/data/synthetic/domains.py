@@ -1,6 +1,6 @@
-"""Two unpaired image domains with the same shape families: A = plain flat-coloured shapes,
-B = black-and-white striped shapes (the horse→zebra analogue), both over the same kind of
-background. A `DomainScene` can be rendered in either appearance, which gives the paired ground
+"""Two unpaired image domains with the same shape families: A = shapes of one colour each
+(flat, or with a fine coat of noise), B = black-and-white striped shapes (the horse→zebra
+analogue), both over the same kind of background. A `DomainScene` can be rendered in either appearance, which gives the paired ground
 truth (testA_gtB) and the shape masks for the A test set.
 """
 from __future__ import annotations
