@@ -415,6 +415,8 @@ class TranslateParams:
                                             "core poorly: 1.3x for CUT)")
     eval_threshold: float = param(0.15, gt=0, help="colour distance from the input's background "
                                                    "that counts as foreground (structure score)")
+    eval_support: float = param(0.01, ge=0, lt=1, help="shape_iou: a colour shown by at least this "
+                                                      "fraction of the output's background is background")
     classifier_steps: int = param(200, ge=1, help="training steps of the A-vs-B appearance classifier")
 
     def validate(self) -> None:

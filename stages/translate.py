@@ -244,7 +244,8 @@ def evaluate_translations(p: Params) -> dict:
         candidates["ground_truth"] = gts
     out = {}
     for name, outputs in candidates.items():
-        scores = score_translations(outputs, inputs, masks, report.model, gts, threshold=t.eval_threshold)
+        scores = score_translations(outputs, inputs, masks, report.model, gts, threshold=t.eval_threshold,
+                                    support=t.eval_support)
         scores["classifier_test_acc"] = float(report.test_accuracy)
         out[name] = scores
     return out

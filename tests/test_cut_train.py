@@ -373,6 +373,20 @@ def test_structure_measures(data):
         recoloured = np.clip(xi.astype(int) + 60, 0, 255).astype(np.uint8)
         recoloured[mi] = gi[mi]
         assert mask_iou(shape_mask(recoloured, mi), mi) > 0.9         # a new background colour is fine
+        # a few stray white pixels in the background (a speck, a generator's border artefact) must
+        # not erase the white stripes; a background painted with the stripes' colours must
+        specked = gi.copy()
+        far = ~np.pad(mi, 3)[:-6, 3:-3] & ~np.pad(mi, 3)[6:, 3:-3] & ~mi  # rows well clear of shapes
+        line = np.flatnonzero(far.all(axis=1))
+        assert len(line), "the test scenes leave a row clear of shapes"
+        specked[line[0], :4] = 255
+        assert mask_iou(shape_mask(specked, mi, support=0.0), mi) < mask_iou(shape_mask(specked, mi), mi)
+        assert mask_iou(shape_mask(specked, mi), mi) > 0.9
+        painted = gi.copy()
+        painted[~mi] = gi[mi][np.arange((~mi).sum()) % mi.sum()]
+        assert mask_iou(shape_mask(painted, mi), mi) < 0.2
+    with pytest.raises(ValueError, match="support = 1.0"):
+        shape_mask(gi, mi, support=1.0)
     assert mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
     assert mask_iou(np.array([[1, 1], [0, 0]], bool), np.array([[1, 0], [1, 0]], bool)) == pytest.approx(1 / 3)
     a = np.zeros((2, 2, 3), np.uint8)
