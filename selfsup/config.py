@@ -265,6 +265,8 @@ class SyntheticParams:
                                            "images' background (fewer: smoother)")
     domain_palette_mix: float = param(0.3, ge=0, le=1, help="chance that a background blends random "
                                       "colours into its earthy greens and browns")
+    domain_shape_hues: list[float] = param([0.0, 1.0], help="hue range of the A shapes: [low, high] "
+                                           "on the colour wheel (the backgrounds keep to 0.08-0.38)")
     pan_speed: float = param(0.6, ge=0, le=8, help="background pan, pixels per frame at 128 px")
     lighting: float = param(0.08, ge=0, le=0.5, help="amplitude of the slow brightness change")
     photo_fraction: float = param(0.4, ge=0, le=1, help="share of textures cut from skimage photographs")
@@ -282,6 +284,9 @@ class SyntheticParams:
         low_high = self.domain_stripes
         if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1] <= 1:
             raise ValueError(f"domain_stripes = {low_high}: expected [low, high] with 0 < low <= high <= 1")
+        hues = self.domain_shape_hues
+        if len(hues) != 2 or not 0 <= hues[0] < hues[1] <= 1:
+            raise ValueError(f"domain_shape_hues = {hues}: expected [low, high] with 0 <= low < high <= 1")
         for name in ("jhmdb", "vip"):
             h, w = getattr(self, f"{name}_height"), getattr(self, f"{name}_width")
             if h < 64 or w < 48:

@@ -486,6 +486,27 @@ def test_domain_texture_changes_only_the_a_shapes():
     assert np.mean(smooth) < 0.8 * np.mean(rough)
 
 
+
+def test_domain_shape_hues_keep_every_other_draw():
+    import colorsys
+
+    def scene(seed, **kw):
+        return domains.random_domain_scene(np.random.default_rng(seed), 48, 3, texture=0.6, **kw)
+
+    for seed in range(8):
+        wide, narrow = scene(seed), scene(seed, shape_hues=(0.5, 0.6))
+        # one draw per hue whatever the range: geometry, stripes, background and B are unchanged
+        assert np.array_equal(wide.render("B")[0], narrow.render("B")[0])
+        assert np.array_equal(wide.render("A")[1], narrow.render("A")[1])
+        assert np.array_equal(wide.background, narrow.background)
+        for a, b in zip(wide.shapes, narrow.shapes):
+            h_wide = colorsys.rgb_to_hsv(*a.colour)[0]
+            h_narrow = colorsys.rgb_to_hsv(*b.colour)[0]
+            assert 0.5 - 1e-5 <= h_narrow <= 0.6 + 1e-5
+            assert h_narrow == pytest.approx(0.5 + 0.1 * h_wide, abs=1e-5)
+    # the default range is the whole wheel, the world byte for byte as before
+    assert np.array_equal(scene(3).render("A")[0], scene(3, shape_hues=(0.0, 1.0)).render("A")[0])
+
 # ------------------------------------------------------------------------------------------------
 # Geometry and validation
 # ------------------------------------------------------------------------------------------------
@@ -543,6 +564,8 @@ def test_shape_areas():
     (dict(domain_texture=1.5), "domain_texture"),
     (dict(domain_background_octaves=0), "domain_background_octaves"),
     (dict(domain_palette_mix=-0.5), "domain_palette_mix"),
+    (dict(domain_shape_hues=[0.6, 0.5]), "domain_shape_hues"),
+    (dict(domain_shape_hues=[0.5, 1.2]), "domain_shape_hues"),
 ])
 def test_bad_params_are_refused(tmp_path, change, message):
     with pytest.raises(ParamsError, match=message):

@@ -76,13 +76,16 @@ class DomainScene:
 
 def random_domain_scene(rng: np.random.Generator, size: int, max_shapes: int = 3,
                         stripes: tuple[float, float] = (0.12, 0.22), *, texture: float = 0.0,
-                        background_octaves: int = 4, palette_mix: float = 0.3) -> DomainScene:
+                        background_octaves: int = 4, palette_mix: float = 0.3,
+                        shape_hues: tuple[float, float] = (0.0, 1.0)) -> DomainScene:
     """A background and 1..max_shapes shapes; every appearance parameter is drawn up front.
     `stripes`: the range of the B stripe period, as a fraction of the shape's diameter;
     `texture`: contrast of a fine noise texture on the A shapes (like a horse's coat: without
     one a flat shape gives a convolutional generator nothing to hang stripes on, and the
     textured background draws them instead); `background_octaves`: detail of the background
-    noise; `palette_mix`: chance of blending random colours into the earthy background."""
+    noise; `palette_mix`: chance of blending random colours into the earthy background;
+    `shape_hues`: the A shapes' hue range (a shape of the background's hue stands out by its
+    coat alone, and the generator, blind to mean colour, often loses it)."""
     ground = fractal_noise(rng, size, size, octaves=background_octaves)
     # earthy greens and browns, the same for both domains
     cmap = np.stack([hsv_colour(rng.uniform(0.08, 0.38), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.85))
@@ -94,7 +97,7 @@ def random_domain_scene(rng: np.random.Generator, size: int, max_shapes: int = 3
     for _ in range(int(rng.integers(1, max_shapes + 1))):
         family = list(FAMILIES)[int(rng.integers(len(FAMILIES)))]
         radius = rng.uniform(0.18, 0.34) * size
-        hue = rng.random()
+        hue = shape_hues[0] + (shape_hues[1] - shape_hues[0]) * rng.random()  # one draw, whatever the range
         shapes.append(DomainShape(
             family=family,
             cx=float(rng.uniform(0.2, 0.8) * size), cy=float(rng.uniform(0.2, 0.8) * size),

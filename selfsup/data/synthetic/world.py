@@ -251,7 +251,8 @@ def write_unaligned(out: Path, params: SyntheticParams, seed: int, progress: boo
                 scene = random_domain_scene(item_rng(seed, split, i), params.domain_size, params.domain_shapes_max,
                                             tuple(params.domain_stripes), texture=params.domain_texture,
                                             background_octaves=params.domain_background_octaves,
-                                            palette_mix=params.domain_palette_mix)
+                                            palette_mix=params.domain_palette_mix,
+                                            shape_hues=tuple(params.domain_shape_hues))
                 img, mask = scene.render(appearance)
                 name = f"{i:05d}.png"
                 writers.save_png(root / split / name, img)
