@@ -4,7 +4,7 @@ A profile is applied the way DVC applies experiment parameters: flattened into
 `section.key=value` overrides for `dvc exp run -S ...` (or written into params.yaml by DVC's own
 override code for a workspace run), so DVC records exactly which values changed.
 
-Mapping-valued parameters (`translate.lambda_nce: {cut: 1.0, fastcut: 0.5}`) merge key by key
+Mapping-valued parameters (`translate.lambda_nce: {cut: 1.0, fastcut: 1.0}`) merge key by key
 everywhere: a profile holding `translate: {lambda_nce: {fastcut: 10.0}}` changes only `fastcut`,
 in `combine`, in `selfsup.config.load_params(..., profile=...)` and in DVC, which receives the
 dotted leaf `-S translate.lambda_nce.fastcut=10.0`. An entry params.yaml does not have yet (a

@@ -405,7 +405,7 @@ class TranslateParams:
                                           "(paper: 3, i.e. 70 px on 256-px crops)")
     n_blocks: int = param(9, ge=5, help="residual blocks (NCE layer 16 is block 5)")
     num_patches: int = param(256, ge=1)
-    lambda_nce: dict[str, float] = param({"cut": 1.0, "fastcut": 0.5},
+    lambda_nce: dict[str, float] = param({"cut": 1.0, "fastcut": 1.0},
                                          help="per-mode λ_NCE (paper: cut 1, fastcut 10; omitted modes: paper)")
     steps_constant: int = param(500, ge=0, help="steps at constant lr (the paper counts epochs)")
     steps_decay: int = param(500, ge=0, help="steps of linear decay to lr/(steps_decay+1)")

@@ -233,6 +233,44 @@ def test_checkpoint_mismatch_and_official_exports(data, tmp_path):
     assert torch.equal(g2.model[1].weight, g.model[1].weight)
 
 
+def test_a_checkpoint_is_not_resumed_on_other_training_images(data, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    cfg = tiny_cfg(root, tmp_path / "o")
+    train(dataclasses.replace(cfg, max_steps=2))
+    train(cfg)  # same images: resumes, no complaint
+    assert load_checkpoint(tmp_path / "o" / "latest.pt")["step"] == 4
+    # regenerate one B image (same name, other pixels): same settings, other data
+    victim = sorted((root / "trainB").iterdir())[0]
+    pixels = np.asarray(Image.open(victim).convert("RGB"))
+    Image.fromarray(np.ascontiguousarray(pixels[::-1])).save(victim)
+    with pytest.raises(ValueError, match=r"training images in .*data"):
+        train(cfg)
+    log = []
+    m = train(cfg, restart_on_mismatch=True, on_log=lambda step, metrics: log.append(step))
+    assert log[0] == 1 and load_checkpoint(tmp_path / "o" / "latest.pt")["step"] == 4  # started over
+    assert m.history[0]["step"] == 1
+
+
+def test_files_fingerprint_names_and_bytes(tmp_path):
+    from selfsup.data.unaligned import files_fingerprint
+
+    (tmp_path / "a").mkdir()
+    one, two = tmp_path / "a" / "1.png", tmp_path / "a" / "2.png"
+    one.write_bytes(b"x")
+    two.write_bytes(b"y")
+    base = files_fingerprint([[one], [two]], tmp_path)
+    assert base == files_fingerprint([[one], [two]], tmp_path)
+    assert base != files_fingerprint([[one, two], []], tmp_path)   # which domain a file is in counts
+    two.write_bytes(b"z")
+    assert base != files_fingerprint([[one], [two]], tmp_path)     # content counts
+    two.write_bytes(b"y")
+    two.rename(tmp_path / "a" / "3.png")
+    assert base != files_fingerprint([[one], [tmp_path / "a" / "3.png"]], tmp_path)  # names count
+
+
 def test_visual_grids_with_ground_truth(data, tmp_path):
     grids = {}
     train(tiny_cfg(data, tmp_path / "v", image_every=2, num_visuals=2), on_images=lambda s, g: grids.setdefault(s, g))

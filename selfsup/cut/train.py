@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from selfsup.data.unaligned import (SingleImageCrops, TransformSpec, UnalignedDataset, domain_dirs,
-                                    list_images, load_rgb, paired_files, pil_to_tensor, tensor_to_uint8,
-                                    transform_image)
+                                    files_fingerprint, list_images, load_rgb, paired_files, pil_to_tensor,
+                                    tensor_to_uint8, transform_image)
 from selfsup.io import torch_save
 
 from .model import CUTConfig, CUTModel, SinCUTModel, build_model, flip_draw
@@ -122,6 +122,9 @@ class _UnalignedStream:
         self.steps_per_epoch = max(1, len(self.data) // batch_size)  # drop_last
         self._perm_cache: dict[int, np.ndarray] = {}
 
+    def fingerprint(self) -> str:
+        return self.data.fingerprint()
+
     def epoch_of(self, step: int) -> int:
         """1-based epoch of 1-based step."""
         return (step - 1) // self.steps_per_epoch + 1
@@ -164,6 +167,10 @@ class _SingleImageStream:
         self.batch_size = batch_size
         self.steps_per_epoch = max(1, cfg.sincut_epoch_length // batch_size)
         self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._files, self._root = [files_a, files_b], Path(cfg.dataroot)
+
+    def fingerprint(self) -> str:
+        return files_fingerprint(self._files, self._root)
 
     def epoch_of(self, step: int) -> int:
         return (step - 1) // self.steps_per_epoch + 1
@@ -241,9 +248,10 @@ def visual_grid(model: CUTModel | SinCUTModel, inputs: torch.Tensor, gts: list[t
 # --------------------------------------------------------------------------------------------
 
 def _save_checkpoint(model: CUTModel | SinCUTModel, cfg: TrainConfig, step: int, out_dir: Path,
-                     history: list[dict] | None = None) -> None:
+                     history: list[dict] | None = None, data_fingerprint: str | None = None) -> None:
     state = {
         "format": CHECKPOINT_FORMAT, "step": step, "config": cfg.to_dict(), "history": list(history or []),
+        "data": data_fingerprint,
         "G": model.netG.state_dict(), "D": model.netD.state_dict(), "F": model.netF.state_dict(),
         "opt_G": model.optimizer_G.state_dict(), "opt_D": model.optimizer_D.state_dict(),
         "opt_F": model.optimizer_F.state_dict(),
@@ -307,10 +315,13 @@ def train(cfg: TrainConfig, *, resume: bool = True, restart_on_mismatch: bool = 
     last_step = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
 
     start = 0
+    data_fingerprint = stream.fingerprint()
     ckpt = out_dir / "latest.pt"
     state = load_checkpoint(ckpt, map_location=device) if resume and ckpt.exists() else None
     if state is not None:
         changed = _algorithm_changes(TrainConfig.from_dict(state["config"]), cfg)
+        if state.get("data") != data_fingerprint:
+            changed.append(f"the training images in {cfg.dataroot}")
         if changed and restart_on_mismatch:
             log.warning("%s was written with different settings (%s): starting over", ckpt, ", ".join(changed))
             state = None
@@ -380,11 +391,11 @@ def train(cfg: TrainConfig, *, resume: bool = True, restart_on_mismatch: bool = 
             if on_images is not None and visuals is not None and (step % cfg.image_every == 0 or step == last_step):
                 on_images(step, visual_grid(model, *visuals))
             if step % cfg.checkpoint_every == 0 or step == last_step:
-                _save_checkpoint(model, cfg, step, out_dir, history)
+                _save_checkpoint(model, cfg, step, out_dir, history, data_fingerprint)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     if start >= last_step and not (out_dir / "latest_net_G.pth").exists():
-        _save_checkpoint(model, cfg, start, out_dir, history)
+        _save_checkpoint(model, cfg, start, out_dir, history, data_fingerprint)
     model.history = history  # every logged metrics row so far, resumed runs included
     return model

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMG_EXTENSIONS", "list_images", "domain_dirs", "load_rgb", "pil_to_tensor", "tensor_to_uint8",
+__all__ = ["IMG_EXTENSIONS", "list_images", "files_fingerprint", "domain_dirs", "load_rgb", "pil_to_tensor", "tensor_to_uint8",
            "TransformSpec", "transform_image", "UnalignedDataset", "SingleImageCrops", "paired_files"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
@@ -39,6 +40,19 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     else:
         files = [p for p in folder.iterdir() if p.is_file()]
     return sorted(p for p in files if p.suffix.lower() in IMG_EXTENSIONS and not p.name.startswith("."))
+
+
+def files_fingerprint(groups: Sequence[Sequence[Path]], root: str | os.PathLike) -> str:
+    """A hash of the names (relative to `root`) and bytes of every file, group by group: the
+    identity of a training set, so a checkpoint is never resumed on other data."""
+    h = hashlib.blake2b(digest_size=16)
+    for files in groups:
+        h.update(f"group {len(files)}\n".encode())
+        for path in files:
+            h.update(f"{Path(path).relative_to(root).as_posix()}\n".encode())
+            with open(path, "rb") as f:
+                h.update(hashlib.file_digest(f, "blake2b").digest())
+    return h.hexdigest()
 
 
 def domain_dirs(root: str | os.PathLike, phase: str) -> tuple[Path, Path]:
@@ -138,6 +152,10 @@ class UnalignedDataset:
 
     def __len__(self) -> int:
         return max(len(self.A_paths), len(self.B_paths))
+
+    def fingerprint(self) -> str:
+        """`files_fingerprint` of the A and B files."""
+        return files_fingerprint([self.A_paths, self.B_paths], self.root)
 
     def image(self, path: Path) -> Image.Image:
         if self._cache is not None:
