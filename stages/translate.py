@@ -30,7 +30,7 @@ from selfsup.cut.evaluate import load_masks, load_uint8_folder, score_translatio
 from selfsup.cut.infer import translate_folder
 from selfsup.cut.model import CUTConfig
 from selfsup.cut.networks import ResnetGenerator, init_weights
-from selfsup.cut.train import TrainConfig, resolve_device, train
+from selfsup.cut.train import TrainConfig, load_checkpoint, resolve_device, train
 from selfsup.data.unaligned import pil_to_tensor, tensor_to_uint8
 from selfsup.io import atomic_dir, atomic_path
 
@@ -74,6 +74,20 @@ class ModeOutcome:
     generator: str = ""
 
 
+def _finished(cfg: TrainConfig) -> bool:
+    """Whether `<out>/latest.pt` holds a finished run. DVC reruns this stage only when one of its
+    dependencies changed, training code included, which no checkpoint can tell: a finished run
+    is then trained again, and only an interrupted one resumes."""
+    ckpt = Path(cfg.out_dir) / "latest.pt"
+    if not ckpt.is_file():
+        return False
+    step = int(load_checkpoint(ckpt)["step"])
+    if step >= sum(cfg.schedule()):
+        log.info("%s holds a finished run (step %d): training %s again", ckpt, step, cfg.model.mode)
+        return True
+    return False
+
+
 def train_mode(p: Params, mode: str, run: StageRun | None = None) -> ModeOutcome:
     """Train one mode and translate testA with it. With `run`, metrics and grids go to MLflow as
     they come; without, they are kept in the outcome."""
@@ -100,7 +114,7 @@ def train_mode(p: Params, mode: str, run: StageRun | None = None) -> ModeOutcome
         else:
             outcome.grids.append(str(target))
 
-    model = train(cfg, resume=True, restart_on_mismatch=True, on_log=on_log, on_images=on_images)
+    model = train(cfg, resume=not _finished(cfg), restart_on_mismatch=True, on_log=on_log, on_images=on_images)
     outcome.history = [dict(row) for row in model.history]   # the whole run's curves, also after a resume
     results = Path(t.results) / mode
     with atomic_dir(results) as tmp:

@@ -383,12 +383,25 @@ def test_translate_stage_and_evaluation(tmp_path, monkeypatch):
         assert 0 <= s["structure_iou"] <= 1 and 0 <= s["appearance_acc"] <= 1
     assert scores["identity"]["structure_iou"] > 0.7 > scores["untrained"]["structure_iou"]
     assert scores["ground_truth"]["gt_l1"] == 0.0          # the paired target scored against itself
-    # a second run resumes: nothing to train, same outputs
-    before = (tmp_path / "models" / "cut" / "cut" / "latest.pt").stat().st_mtime_ns
+    outputs = {p.name: p.read_bytes() for p in (tmp_path / "outputs" / "translate" / "cut").iterdir()}
+    # DVC reruns the stage only when a dependency changed (training code included): a finished
+    # run trains again, to the same bytes on the CPU
+    ckpt = tmp_path / "models" / "cut" / "cut" / "latest.pt"
+    before = ckpt.stat().st_mtime_ns
     stage.main()
-    assert (tmp_path / "models" / "cut" / "cut" / "latest.pt").stat().st_mtime_ns == before
+    assert ckpt.stat().st_mtime_ns != before
     with open(tmp_path / "reports" / "plots" / "translate.csv") as fh:
-        assert list(csv.DictReader(fh)) == rows  # the curves come from the checkpoint
+        assert list(csv.DictReader(fh)) == rows
+    assert {p.name: p.read_bytes() for p in (tmp_path / "outputs" / "translate" / "cut").iterdir()} == outputs
+    # an interrupted run resumes where it stopped, with the whole run's curves
+    cfg = stage.train_config(load_params(tmp_path / "params.yaml"), "cut")
+    train(dataclasses.replace(cfg, max_steps=1, out_dir=str(tmp_path / "models" / "cut" / "cut")), resume=False)
+    assert load_checkpoint(ckpt)["step"] == 1
+    stage.main()
+    assert load_checkpoint(ckpt)["step"] == 2
+    with open(tmp_path / "reports" / "plots" / "translate.csv") as fh:
+        assert list(csv.DictReader(fh)) == rows
+    assert {p.name: p.read_bytes() for p in (tmp_path / "outputs" / "translate" / "cut").iterdir()} == outputs
 
 
 # ----------------------------------------------------------------------------------------------
