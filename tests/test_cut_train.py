@@ -504,23 +504,11 @@ def test_stale_grids_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut_000100.png", "fastcut_000100.png"]
 
 
-def test_parallel_workers_share_the_cores_left(monkeypatch):
-    import multiprocessing
+def test_parallel_workers_get_a_fixed_share_of_the_cores():
+    from stages.translate import worker_threads
 
-    from stages import translate as stage
-
-    running = multiprocessing.Value("i", 2)
-    monkeypatch.setattr(stage, "_worker_cores", 4)
-    monkeypatch.setattr(stage, "_workers_running", running)
-    before = torch.get_num_threads()
-    try:
-        stage._share_cores()
-        assert torch.get_num_threads() == 2
-        running.value = 1                      # the other mode finished: its cores are free
-        stage._share_cores()
-        assert torch.get_num_threads() == 4
-    finally:
-        torch.set_num_threads(before)
+    assert worker_threads(2, 2) == 1 and worker_threads(16, 2) == 8 and worker_threads(4, 3) == 1
+    assert worker_threads(1, 2) == 1 and worker_threads(4, 0) == 4
 
 
 def test_translate_stage_without_modes_leaves_empty_outputs(tmp_path, monkeypatch):
