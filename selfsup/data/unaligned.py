@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["IMG_EXTENSIONS", "list_images", "files_fingerprint", "domain_dirs", "load_rgb", "pil_to_tensor", "tensor_to_uint8",
-           "TransformSpec", "transform_image", "UnalignedDataset", "SingleImageCrops", "paired_files"]
+from selfsup.io import sha256_file
+
+__all__ = ["IMG_EXTENSIONS", "list_images", "files_fingerprint", "domain_dirs", "load_rgb", "pil_to_tensor",
+           "tensor_to_uint8", "TransformSpec", "transform_image", "UnalignedDataset", "SingleImageCrops", "paired_files"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -50,8 +52,7 @@ def files_fingerprint(groups: Sequence[Sequence[Path]], root: str | os.PathLike)
         h.update(f"group {len(files)}\n".encode())
         for path in files:
             h.update(f"{Path(path).relative_to(root).as_posix()}\n".encode())
-            with open(path, "rb") as f:
-                h.update(hashlib.file_digest(f, "blake2b").digest())
+            h.update(f"{sha256_file(path)}\n".encode())
     return h.hexdigest()
 
 
